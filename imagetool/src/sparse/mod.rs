@@ -1,0 +1,1 @@
+//! Sparse-aware export and import of disk images (issue 3).
