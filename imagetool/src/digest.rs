@@ -13,7 +13,10 @@ pub struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        Self { inner, hasher: Sha256::new() }
+        Self {
+            inner,
+            hasher: Sha256::new(),
+        }
     }
 
     /// The inner writer and the lower-case hex digest of all bytes written.
@@ -57,7 +60,8 @@ pub fn sha256sum_line(digest: &str, name: &str) -> String {
 /// The digest from a `sha256sum` file: the first field of the first line, if it is 64 hex digits.
 pub fn parse_sha256sum(text: &str) -> Option<String> {
     let field = text.lines().next()?.split_whitespace().next()?;
-    (field.len() == 64 && field.bytes().all(|b| b.is_ascii_hexdigit())).then(|| field.to_ascii_lowercase())
+    (field.len() == 64 && field.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| field.to_ascii_lowercase())
 }
 
 #[cfg(test)]
@@ -71,13 +75,19 @@ mod tests {
         let (out, digest) = w.finish();
         assert_eq!(out, b"abc");
         // FIPS 180-2 test vector for "abc".
-        assert_eq!(digest, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            digest,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]
     fn sha256sum_files_parse() {
         let d = "BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD";
-        assert_eq!(parse_sha256sum(&format!("{d}  disk.img\n")).unwrap(), d.to_ascii_lowercase());
+        assert_eq!(
+            parse_sha256sum(&format!("{d}  disk.img\n")).unwrap(),
+            d.to_ascii_lowercase()
+        );
         assert_eq!(parse_sha256sum("nothex  x"), None);
         assert_eq!(parse_sha256sum(""), None);
     }

@@ -10,7 +10,9 @@ pub struct SizeError(String);
 pub fn parse(text: &str) -> Result<u64, SizeError> {
     let err = || SizeError(text.to_string());
     let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let shift = match unit.trim().to_ascii_uppercase().as_str() {
         "" | "B" => 0,

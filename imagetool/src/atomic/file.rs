@@ -35,9 +35,9 @@ impl AtomicFile {
             ));
         }
         let dir = parent_dir(dest);
-        let name = dest
-            .file_name()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "output path names no file"))?;
+        let name = dest.file_name().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "output path names no file")
+        })?;
         let mut prefix = std::ffi::OsString::from(".");
         prefix.push(name);
         prefix.push(".");
@@ -48,8 +48,15 @@ impl AtomicFile {
             .keep()
             .map_err(|e| e.error)?;
         cleanup::register(&tmp);
-        let this = Self { file, tmp, dest: dest.to_path_buf(), overwrite, committed: false };
-        this.file.set_permissions(Permissions::from_mode(default_file_mode()))?;
+        let this = Self {
+            file,
+            tmp,
+            dest: dest.to_path_buf(),
+            overwrite,
+            committed: false,
+        };
+        this.file
+            .set_permissions(Permissions::from_mode(default_file_mode()))?;
         Ok(this)
     }
 
@@ -74,7 +81,10 @@ impl AtomicFile {
         };
         renameat_with(CWD, &self.tmp, CWD, &self.dest, flags).map_err(|e| {
             if e == rustix::io::Errno::EXIST {
-                io::Error::new(io::ErrorKind::AlreadyExists, format!("{} already exists", self.dest.display()))
+                io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} already exists", self.dest.display()),
+                )
             } else {
                 io::Error::from(e)
             }

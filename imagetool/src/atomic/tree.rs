@@ -22,15 +22,26 @@ pub struct AtomicTree {
 impl AtomicTree {
     pub fn create(dest: &Path) -> io::Result<Self> {
         let dir = parent_dir(dest);
-        let name = dest
-            .file_name()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "output path names no directory"))?;
+        let name = dest.file_name().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "output path names no directory",
+            )
+        })?;
         let mut prefix = std::ffi::OsString::from(".");
         prefix.push(name);
         prefix.push(".");
-        let tmp = tempfile::Builder::new().prefix(&prefix).suffix(".part").tempdir_in(dir)?.keep();
+        let tmp = tempfile::Builder::new()
+            .prefix(&prefix)
+            .suffix(".part")
+            .tempdir_in(dir)?
+            .keep();
         cleanup::register(&tmp);
-        Ok(Self { tmp, dest: dest.to_path_buf(), committed: false })
+        Ok(Self {
+            tmp,
+            dest: dest.to_path_buf(),
+            committed: false,
+        })
     }
 
     /// Where to build the new tree.
@@ -44,12 +55,20 @@ impl AtomicTree {
             File::open(&entry)?.sync_all()?;
         }
         let existed = self.dest.symlink_metadata().is_ok();
-        let flags = if existed { RenameFlags::EXCHANGE } else { RenameFlags::NOREPLACE };
+        let flags = if existed {
+            RenameFlags::EXCHANGE
+        } else {
+            RenameFlags::NOREPLACE
+        };
         renameat_with(CWD, &self.tmp, CWD, &self.dest, flags)?;
         self.committed = true;
         fsync_dir(parent_dir(&self.dest))?;
         // After an exchange the temporary name holds the old tree.
-        let result = if existed { std::fs::remove_dir_all(&self.tmp) } else { Ok(()) };
+        let result = if existed {
+            std::fs::remove_dir_all(&self.tmp)
+        } else {
+            Ok(())
+        };
         cleanup::unregister(&self.tmp);
         result
     }

@@ -1,6 +1,22 @@
-#[derive(clap::Args)]
-pub struct Args {}
+use std::path::PathBuf;
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+use imagetool::inspect;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The file to look at.
+    file: PathBuf,
+    /// Print the facts as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let facts = inspect::inspect(&args.file)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&facts)?);
+    } else {
+        print!("{}", inspect::render(&facts));
+    }
+    Ok(())
 }

@@ -13,7 +13,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "imagetool", version, about = "Images for CoreOS-family VMs: shared /usr, sparse roots, config drives, sparse export/import")]
+#[command(
+    name = "imagetool",
+    version,
+    about = "Images for CoreOS-family VMs: shared /usr, sparse roots, config drives, sparse export/import"
+)]
 struct Cli {
     /// More log output (-v info, -vv debug, -vvv trace).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -61,9 +65,21 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// The error and its causes on one line, outermost first.
+/// The error and its causes on one line, outermost first. A cause whose text an outer message
+/// already quotes is left out, so library errors may carry their cause in their own message.
 fn one_line(e: &anyhow::Error) -> String {
-    format!("{e:#}").replace('\n', " ")
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out.replace('\n', " ")
 }
 
 fn init_logging(verbose: u8) {
@@ -75,5 +91,9 @@ fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("IMAGETOOL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 }

@@ -36,9 +36,15 @@ impl Format {
             (b"BZh", Format::Bzip2),
             (&[0x02, 0x21, 0x4c, 0x18], Format::Lz4),
             (&[0x04, 0x22, 0x4d, 0x18], Format::Lz4),
-            (&[0x89, b'L', b'Z', b'O', 0x00, 0x0d, 0x0a, 0x1a, 0x0a], Format::Lzo),
+            (
+                &[0x89, b'L', b'Z', b'O', 0x00, 0x0d, 0x0a, 0x1a, 0x0a],
+                Format::Lzo,
+            ),
         ];
-        MAGICS.iter().find(|(m, _)| head.starts_with(m)).map(|(_, f)| *f)
+        MAGICS
+            .iter()
+            .find(|(m, _)| head.starts_with(m))
+            .map(|(_, f)| *f)
     }
 
     /// Whether imagetool can decompress it.
@@ -77,8 +83,14 @@ mod tests {
         assert_eq!(Format::sniff(b"070702000000"), Some(Format::Cpio));
         assert_eq!(Format::sniff(b"070707000000"), Some(Format::OldCpio));
         assert_eq!(Format::sniff(&[0x1f, 0x8b, 8, 0]), Some(Format::Gzip));
-        assert_eq!(Format::sniff(&[0xfd, b'7', b'z', b'X', b'Z', 0, 0]), Some(Format::Xz));
-        assert_eq!(Format::sniff(&[0x28, 0xb5, 0x2f, 0xfd, 0]), Some(Format::Zstd));
+        assert_eq!(
+            Format::sniff(&[0xfd, b'7', b'z', b'X', b'Z', 0, 0]),
+            Some(Format::Xz)
+        );
+        assert_eq!(
+            Format::sniff(&[0x28, 0xb5, 0x2f, 0xfd, 0]),
+            Some(Format::Zstd)
+        );
         assert_eq!(Format::sniff(b"BZh91AY"), Some(Format::Bzip2));
         assert_eq!(Format::sniff(b"\x7fELF"), None);
         assert_eq!(Format::sniff(b""), None);

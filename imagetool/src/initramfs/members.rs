@@ -26,7 +26,11 @@ impl<'a, R: Read> Members<'a, R> {
     /// `raw` must be positioned at the first member; `format` must be a supported compression.
     pub fn new(format: Format, raw: &'a mut PeekReader<R>) -> Self {
         debug_assert!(format.is_supported_compression());
-        Self { format, state: State::Between(raw), members: 0 }
+        Self {
+            format,
+            state: State::Between(raw),
+            members: 0,
+        }
     }
 
     pub fn members(&self) -> u64 {
@@ -46,9 +50,14 @@ impl<'a, R: Read> Members<'a, R> {
         self.state = match self.format {
             Format::Gzip => State::Gzip(flate2::bufread::GzDecoder::new(raw)),
             Format::Xz => State::Xz(liblzma::bufread::XzDecoder::new(raw)),
-            Format::Zstd => State::Zstd(zstd::stream::read::Decoder::with_buffer(raw)?.single_frame()),
+            Format::Zstd => {
+                State::Zstd(zstd::stream::read::Decoder::with_buffer(raw)?.single_frame())
+            }
             other => {
-                return Err(io::Error::new(io::ErrorKind::Unsupported, format!("{other} is not supported")));
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!("{other} is not supported"),
+                ));
             }
         };
         Ok(true)
@@ -80,7 +89,9 @@ impl<R: Read> Read for Members<'_, R> {
                 State::Gzip(d) => d.read(out)?,
                 State::Xz(d) => d.read(out)?,
                 State::Zstd(d) => d.read(out)?,
-                State::Gone => return Err(io::Error::other("decompressor was left in an error state")),
+                State::Gone => {
+                    return Err(io::Error::other("decompressor was left in an error state"));
+                }
             };
             if n > 0 {
                 return Ok(n);

@@ -13,7 +13,13 @@ pub struct PeekReader<R> {
 
 impl<R: Read> PeekReader<R> {
     pub fn with_capacity(capacity: usize, inner: R) -> Self {
-        Self { inner, buf: vec![0u8; capacity.max(64)].into_boxed_slice(), pos: 0, end: 0, offset: 0 }
+        Self {
+            inner,
+            buf: vec![0u8; capacity.max(64)].into_boxed_slice(),
+            pos: 0,
+            end: 0,
+            offset: 0,
+        }
     }
 
     /// Up to `n` bytes ahead without consuming them; fewer only at the end of the stream.

@@ -79,16 +79,30 @@ pub enum WalkError {
         "not a cpio archive: byte {offset} starts with {found}, expected a newc cpio header (070701) or gzip, xz or zstd data"
     )]
     NotCpio { offset: u64, found: String },
-    #[error("{format}-compressed data at byte {offset} is not supported: recompress the archive with gzip, xz or zstd")]
+    #[error(
+        "{format}-compressed data at byte {offset} is not supported: recompress the archive with gzip, xz or zstd"
+    )]
     UnsupportedCompression { format: Format, offset: u64 },
-    #[error("the cpio archive at byte {offset} uses the old odc/binary format; Linux and imagetool read only newc (cpio -H newc)")]
+    #[error(
+        "the cpio archive at byte {offset} uses the old odc/binary format; Linux and imagetool read only newc (cpio -H newc)"
+    )]
     OldCpio { offset: u64 },
-    #[error("junk inside {format}-compressed data (segment at byte {offset}): expected a cpio header, found {found}")]
-    JunkInCompressed { format: Format, offset: u64, found: String },
+    #[error(
+        "junk inside {format}-compressed data (segment at byte {offset}): expected a cpio header, found {found}"
+    )]
+    JunkInCompressed {
+        format: Format,
+        offset: u64,
+        found: String,
+    },
     #[error("the archive is truncated: {0}")]
     Truncated(String),
     #[error("corrupt {format} data in the segment at byte {offset}: {source}")]
-    Corrupt { format: Format, offset: u64, source: io::Error },
+    Corrupt {
+        format: Format,
+        offset: u64,
+        source: io::Error,
+    },
     #[error("invalid cpio header in the segment at byte {offset}: {source}")]
     BadHeader { offset: u64, source: io::Error },
     #[error("cannot read the input: {0}")]
@@ -110,7 +124,11 @@ pub fn normalize_name(name: &str) -> String {
             break;
         }
     }
-    if n == "." { String::new() } else { n.to_string() }
+    if n == "." {
+        String::new()
+    } else {
+        n.to_string()
+    }
 }
 
 fn describe(head: &[u8]) -> String {
@@ -157,7 +175,12 @@ where
             }
         };
         let index = summary.segments.len();
-        summary.segments.push(Segment { format, offset, members: 0, entries: 0 });
+        summary.segments.push(Segment {
+            format,
+            offset,
+            members: 0,
+            entries: 0,
+        });
         let flow = match format {
             Format::Cpio => archives(&mut raw, index, format, offset, &mut summary, &mut visit)?,
             Format::OldCpio => return Err(WalkError::OldCpio { offset }),
@@ -195,14 +218,21 @@ where
         match e.kind() {
             io::ErrorKind::UnexpectedEof => WalkError::Truncated(format!("{what} ends early")),
             _ if format == Format::Cpio => WalkError::Read(e),
-            _ => WalkError::Corrupt { format, offset: seg_offset, source: e },
+            _ => WalkError::Corrupt {
+                format,
+                offset: seg_offset,
+                source: e,
+            },
         }
     };
     let mut in_archive = false;
     loop {
         if !in_archive {
-            r.skip_nuls().map_err(|e| data_err(e, "padding between archives"))?;
-            let head = r.peek(6).map_err(|e| data_err(e, "padding between archives"))?;
+            r.skip_nuls()
+                .map_err(|e| data_err(e, "padding between archives"))?;
+            let head = r
+                .peek(6)
+                .map_err(|e| data_err(e, "padding between archives"))?;
             if head.is_empty() {
                 return Ok(Visit::Continue);
             }
@@ -213,23 +243,36 @@ where
                 Some(Format::OldCpio) => return Err(WalkError::OldCpio { offset: seg_offset }),
                 _ => {
                     let found = describe(head);
-                    return Err(WalkError::JunkInCompressed { format, offset: seg_offset, found });
+                    return Err(WalkError::JunkInCompressed {
+                        format,
+                        offset: seg_offset,
+                        found,
+                    });
                 }
             }
         }
         let header_at = r.offset();
         let reader = cpio::NewcReader::new(&mut *r).map_err(|e| match e.kind() {
-            io::ErrorKind::UnexpectedEof => {
-                WalkError::Truncated(format!("cpio header at byte {header_at} of the {format} data is cut short"))
-            }
+            io::ErrorKind::UnexpectedEof => WalkError::Truncated(format!(
+                "cpio header at byte {header_at} of the {format} data is cut short"
+            )),
             _ if format != Format::Cpio && e.get_ref().is_some_and(|i| i.is::<io::Error>()) => {
-                WalkError::Corrupt { format, offset: seg_offset, source: e }
+                WalkError::Corrupt {
+                    format,
+                    offset: seg_offset,
+                    source: e,
+                }
             }
-            _ => WalkError::BadHeader { offset: seg_offset, source: e },
+            _ => WalkError::BadHeader {
+                offset: seg_offset,
+                source: e,
+            },
         })?;
         let meta = reader.entry();
         if meta.name() == TRAILER {
-            reader.finish().map_err(|e| data_err(e, "the cpio trailer"))?;
+            reader
+                .finish()
+                .map_err(|e| data_err(e, "the cpio trailer"))?;
             in_archive = false;
             continue;
         }
@@ -244,19 +287,27 @@ where
         summary.entries += 1;
         summary.segments[segment].entries += 1;
 
-        let mut counted = Counted { inner: reader, read: 0 };
+        let mut counted = Counted {
+            inner: reader,
+            read: 0,
+        };
         let flow = visit(&entry, &mut counted).map_err(|e| match e.downcast::<io::Error>() {
             Ok(io) if io.kind() == io::ErrorKind::UnexpectedEof => {
                 WalkError::Truncated(format!("entry {} ends early", entry.raw_name))
             }
             Ok(io) if format != Format::Cpio && io.kind() == io::ErrorKind::InvalidData => {
-                WalkError::Corrupt { format, offset: seg_offset, source: *io }
+                WalkError::Corrupt {
+                    format,
+                    offset: seg_offset,
+                    source: *io,
+                }
             }
             Ok(io) => WalkError::Visitor(io),
             Err(other) => WalkError::Visitor(other),
         })?;
         // Skip the rest of the data, then confirm all of it was there.
-        let rest = io::copy(&mut counted, &mut io::sink()).map_err(|e| data_err(e, &entry.raw_name))?;
+        let rest =
+            io::copy(&mut counted, &mut io::sink()).map_err(|e| data_err(e, &entry.raw_name))?;
         if counted.read != entry.size {
             let _ = rest;
             return Err(WalkError::Truncated(format!(
@@ -264,7 +315,10 @@ where
                 entry.raw_name, entry.size, counted.read
             )));
         }
-        counted.inner.finish().map_err(|e| data_err(e, &entry.raw_name))?;
+        counted
+            .inner
+            .finish()
+            .map_err(|e| data_err(e, &entry.raw_name))?;
         if flow == Visit::Stop {
             return Ok(Visit::Stop);
         }
