@@ -12,14 +12,15 @@ fragment=$root/configs/kernel/test-kernel.config
 need_pkgs linux-source-6.1 build-essential bc flex bison libelf-dev libssl-dev xz-utils
 tarball=/usr/src/linux-source-6.1.tar.xz
 srcver=$(dpkg-query -W -f='${Version}' linux-source-6.1)
-key=$( { echo "$srcver"; cat "$fragment"; sed -n '/^# --- build recipe ---/,$p' "$0"; } | sha256sum | cut -c1-16)
+# Bump when the recipe below changes what gets built.
+recipe=1
+key=$( { echo "$srcver recipe $recipe"; cat "$fragment"; } | sha256sum | cut -c1-16)
 out=$VMCTL_CACHE/test-kernel/$key
 if [ -f "$out/bzImage" ] && [ -f "$out/vmlinux" ]; then
   echo "$out"
   exit 0
 fi
 
-# --- build recipe ---
 mkdir -p "$VMCTL_CACHE/test-kernel"
 work=$(mktemp -d "$VMCTL_CACHE/test-kernel/build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -37,8 +38,9 @@ missing=$(grep -E '^CONFIG_[A-Z0-9_]+=y' "$fragment" | while read -r line; do gr
 [ -z "$missing" ] || die "options did not take in the kernel config: $(echo $missing)"
 make -C "$src" -s -j"$(nproc)" bzImage >"$work/build.log" 2>&1 || { tail -30 "$work/build.log" >&2; die "kernel build failed"; }
 stage=$(mktemp -d "$VMCTL_CACHE/test-kernel/stage.XXXXXX")
-cp "$src/arch/x86/boot/bzImage" "$src/vmlinux" "$src/.config" "$stage/"
-mv "$src/.config" "$stage/config" 2>/dev/null || true
+chmod 755 "$stage"
+cp "$src/arch/x86/boot/bzImage" "$src/vmlinux" "$stage/"
+cp "$src/.config" "$stage/config"
 rm -rf "$out"
 mv "$stage" "$out"
 log "test kernel cached in $out"

@@ -55,8 +55,13 @@ pub enum MkrootError {
     Mkfs(String),
 }
 
-/// Finds mkfs.ext4 on PATH or in the sbin directories users often lack on PATH.
+/// Finds mkfs.ext4: `$IMAGETOOL_MKFS_EXT4` if set (a newer e2fsprogs built elsewhere), else
+/// PATH, else the sbin directories users often lack on PATH.
 pub fn find_mkfs() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("IMAGETOOL_MKFS_EXT4") {
+        let p = PathBuf::from(p);
+        return p.is_file().then_some(p);
+    }
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .chain(["/usr/sbin", "/sbin"].iter().map(PathBuf::from))
