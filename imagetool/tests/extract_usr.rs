@@ -281,3 +281,60 @@ fn bad_inputs_fail_cleanly() {
     ]);
     run.fails_with(&["no/such/dir"]);
 }
+
+#[test]
+fn verify_catches_a_corrupt_data_block() {
+    let t = tempdir();
+    let d = t.path();
+    squashfs(d, "good.squashfs", "gzip");
+    // Garble the compressed inode table (its offset is the u64 at byte 64 of the superblock);
+    // the superblock stays intact, so only reading the files back can notice.
+    sh(
+        d,
+        "mkdir bad && cp good.squashfs bad/usr.squashfs \
+         && at=$(od -An -t u8 -j 64 -N 8 good.squashfs | tr -d ' ') \
+         && head -c 64 /dev/urandom | dd of=bad/usr.squashfs bs=1 seek=$((at + 2)) conv=notrunc status=none \
+         && ! unsquashfs -l bad/usr.squashfs >/dev/null 2>&1",
+    );
+    sh(d, "(cd bad && echo usr.squashfs | cpio -o -H newc --quiet) > bad.cpio && mkdir out");
+    let o = p(&d.join("out"), "usr.squashfs");
+    // Without --verify the superblock checks pass; with it the damage is found.
+    imagetool(&["extract-usr", &p(d, "bad.cpio"), "-o", &o]).ok();
+    std::fs::remove_file(&o).expect("rm");
+    imagetool(&["extract-usr", &p(d, "bad.cpio"), "-o", &o, "--verify"]).fails_with(&["verification failed"]);
+    assert_only(&d.join("out"), &[]);
+}
+
+#[test]
+fn interrupted_extraction_leaves_nothing_behind() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let t = tempdir();
+    let d = t.path();
+    let sq = squashfs(d, "usr.squashfs.orig", "gzip");
+    let root = pxe_root(d, "root", &[(&sq, "usr.squashfs")]);
+    cpio_find(d, &root, "pxe.cpio");
+    std::fs::create_dir(d.join("out")).expect("mkdir");
+    let data = std::fs::read(d.join("pxe.cpio")).expect("read");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_imagetool"))
+        .args(["extract-usr", "-", "-o", &p(&d.join("out"), "usr.squashfs")])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    // Half the archive, then wait until the temporary output exists: it is mid-copy.
+    stdin.write_all(&data[..data.len() / 2]).expect("feed");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::read_dir(d.join("out")).expect("ls").next().is_none() {
+        assert!(std::time::Instant::now() < deadline, "no temporary output appeared");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    sh(d, &format!("kill -INT {}", child.id()));
+    let status = child.wait().expect("wait");
+    drop(stdin);
+    assert!(!status.success());
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(2), "should end by SIGINT, as shells expect: {status:?}");
+    assert_only(&d.join("out"), &[]);
+}
