@@ -1,14 +1,27 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
-}
+//! A small KVM virtual machine monitor that boots Linux (bzImage, or ELF vmlinux with a PVH
+//! entry) directly, with a serial console, ACPI, PCI and virtio-blk.
+//!
+//! The library is what the `vmm` binary runs; other tools (vmctl) use [`config::VmConfig`] to
+//! write a `vm.yaml` and start `vmm --config`. See docs/vmm.md for usage.
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+pub mod acpi;
+pub mod boot;
+pub mod boot_marker;
+pub mod bus;
+pub mod config;
+pub mod console;
+pub mod cpu;
+pub mod devices;
+pub mod event_loop;
+pub mod exit;
+pub mod interrupt;
+pub mod layout;
+pub mod memory;
+pub mod pci;
+pub mod sync;
+pub mod virtio;
+pub mod vmm;
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
-    }
-}
+pub use config::{DiskConfig, SerialConfig, VmConfig};
+pub use exit::VmExit;
+pub use vmm::{Error, Vmm};

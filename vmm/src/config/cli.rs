@@ -1,0 +1,127 @@
+//! Command-line flags. They take the same settings as the YAML file and override it.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use super::{ConfigError, DiskConfig, SerialConfig, VmConfig};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vmm",
+    version,
+    about = "Boot a Linux kernel (or a PVH ELF) directly in a KVM virtual machine",
+    after_help = "Exit status: 0 guest power-off, 1 VMM error, 2 bad configuration, 3 guest reboot, \
+                  4 guest crash, 5 escape key, 32+V debug exit V. Console escape: Ctrl-A x. See docs/vmm.md."
+)]
+pub struct Cli {
+    /// YAML file with the same settings; flags given here override it.
+    #[arg(long, value_name = "vm.yaml")]
+    pub config: Option<PathBuf>,
+    /// Kernel: bzImage or ELF vmlinux (PVH entry used when present).
+    #[arg(long, value_name = "PATH")]
+    pub kernel: Option<PathBuf>,
+    #[arg(long, value_name = "PATH")]
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line [default: console=ttyS0].
+    #[arg(long, value_name = "TEXT", allow_hyphen_values = true)]
+    pub cmdline: Option<String>,
+    /// Number of vCPUs [default: 1].
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<u8>,
+    /// Guest memory in MiB [default: 512].
+    #[arg(long, value_name = "MiB")]
+    pub memory: Option<u64>,
+    /// A virtio-blk disk; repeat for several. Replaces the config file's disk list.
+    #[arg(long = "disk", value_name = "path=PATH[,readonly=on][,serial=ID]")]
+    pub disks: Vec<DiskConfig>,
+    /// Serial console: stdio, file=PATH, socket=PATH or off [default: stdio].
+    #[arg(long, value_name = "MODE")]
+    pub serial: Option<SerialConfig>,
+    /// Log the time until a serial line contains TEXT (and the first debug-port write).
+    #[arg(long, value_name = "TEXT")]
+    pub boot_marker: Option<String>,
+    /// More log output (-v info, -vv debug, -vvv trace); quiet by default.
+    #[arg(short, long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+impl Cli {
+    /// Merges the flags over the config file (if any) and validates the result.
+    pub fn into_config(self) -> Result<VmConfig, ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => VmConfig::from_yaml_file(path)?,
+            None => VmConfig::default(),
+        };
+        if let Some(k) = self.kernel {
+            config.kernel = k;
+        }
+        if let Some(i) = self.initrd {
+            config.initrd = Some(i);
+        }
+        if let Some(c) = self.cmdline {
+            config.cmdline = c;
+        }
+        if let Some(c) = self.cpus {
+            config.cpus = c;
+        }
+        if let Some(m) = self.memory {
+            config.memory = m;
+        }
+        if !self.disks.is_empty() {
+            config.disks = self.disks;
+        }
+        if let Some(s) = self.serial {
+            config.serial = s;
+        }
+        if let Some(b) = self.boot_marker {
+            config.boot_marker = Some(b);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = dir.path().join("bzImage");
+        std::fs::write(&kernel, b"x").unwrap();
+        let disk = dir.path().join("a.img");
+        std::fs::write(&disk, b"").unwrap();
+        let yaml = dir.path().join("vm.yaml");
+        std::fs::write(
+            &yaml,
+            "kernel: bzImage\ncpus: 4\nmemory: 256\ndisks:\n  - path: a.img\nserial: off\n",
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from([
+            "vmm",
+            "--config",
+            yaml.to_str().unwrap(),
+            "--cpus",
+            "2",
+            "--cmdline",
+            "console=ttyS0 quiet",
+        ])
+        .unwrap();
+        let c = cli.into_config().unwrap();
+        assert_eq!(c.kernel, kernel);
+        assert_eq!(c.cpus, 2);
+        assert_eq!(c.memory, 256);
+        assert_eq!(c.cmdline, "console=ttyS0 quiet");
+        assert_eq!(c.serial, SerialConfig::Off);
+        assert_eq!(c.disks.len(), 1);
+        assert_eq!(c.disks[0].path, disk);
+    }
+
+    #[test]
+    fn bad_disk_flag_is_a_usage_error() {
+        let err = Cli::try_parse_from(["vmm", "--kernel", "k", "--disk", "readonly=on"]).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+    }
+}

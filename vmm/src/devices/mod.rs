@@ -1,0 +1,8 @@
+//! Legacy platform devices on the port I/O bus.
+
+pub mod acpi_pm;
+pub mod cmos;
+pub mod debug_exit;
+pub mod debug_port;
+pub mod i8042;
+pub mod serial;

@@ -1,0 +1,42 @@
+//! The device event loop thread ("vmm-io"): one epoll (event-manager) serving queue doorbells
+//! (ioeventfds), disk I/O and console input.
+//!
+//! Thread kind "device I/O" (for per-thread seccomp, issue 7). System calls: epoll_wait,
+//! epoll_ctl, read/write (eventfds, stdin, console socket, disk images), lseek, fdatasync,
+//! fallocate (discard / write-zeroes), accept4 (console socket), futex, and exit.
+
+use std::thread::JoinHandle;
+
+use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
+
+use crate::exit::{ExitNotifier, VmExit};
+
+pub type Subscriber = Box<dyn MutEventSubscriber + Send>;
+
+pub struct DeviceEventLoop {
+    manager: EventManager<Subscriber>,
+}
+
+impl DeviceEventLoop {
+    pub fn new() -> Result<Self, String> {
+        Ok(DeviceEventLoop {
+            manager: EventManager::new().map_err(|e| format!("{e:?}"))?,
+        })
+    }
+
+    pub fn add(&mut self, subscriber: Subscriber) {
+        self.manager.add_subscriber(subscriber);
+    }
+
+    /// Runs the loop on its own thread until the process exits; a failure of the loop itself
+    /// stops the VM with a VMM error.
+    pub fn spawn(mut self, exit: ExitNotifier) -> std::io::Result<JoinHandle<()>> {
+        std::thread::Builder::new().name("vmm-io".to_owned()).spawn(move || loop {
+            // run() already retries on EINTR.
+            if let Err(e) = self.manager.run() {
+                exit.notify(VmExit::VmmError(format!("device event loop failed: {e:?}")));
+                return;
+            }
+        })
+    }
+}

@@ -1,0 +1,66 @@
+//! `vmm`: boot a kernel in a KVM virtual machine. Exit statuses are listed in docs/vmm.md and
+//! `vmm --help`.
+
+use anyhow::Context;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use vmm::config::cli::Cli;
+use vmm::exit::{STATUS_CONFIG_ERROR, STATUS_VMM_ERROR};
+
+fn init_logging(verbose: u8, boot_marker: bool) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let mut directives = level.to_owned();
+    if boot_marker && verbose == 0 {
+        directives.push_str(",boot_marker=info");
+    }
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directives));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_timer(tracing_subscriber::fmt::time::uptime())
+        .with_target(false)
+        .init();
+}
+
+fn run(cli: Cli) -> anyhow::Result<i32> {
+    let verbose = cli.verbose;
+    let config = match cli.into_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(STATUS_CONFIG_ERROR);
+        }
+    };
+    init_logging(verbose, config.boot_marker.is_some());
+    let vm = vmm::Vmm::new(&config).context("cannot start the VM")?;
+    let exit = vm.run().context("VM failed")?;
+    match &exit {
+        vmm::VmExit::PowerOff | vmm::VmExit::DebugExit(_) => tracing::info!("{exit}"),
+        vmm::VmExit::Reboot | vmm::VmExit::HostStop => tracing::warn!("{exit}"),
+        vmm::VmExit::GuestCrash(_) | vmm::VmExit::VmmError(_) => eprintln!("error: {exit}"),
+    }
+    Ok(exit.status())
+}
+
+fn main() {
+    vmm::boot_marker::mark_start();
+    // clap prints usage errors itself and exits with 2.
+    let cli = Cli::parse();
+    let status = match run(cli) {
+        Ok(status) => status,
+        Err(e) => {
+            vmm::console::terminal::restore();
+            eprintln!("error: {e:#}");
+            e.downcast_ref::<vmm::Error>()
+                .map_or(STATUS_VMM_ERROR, vmm::Error::exit_status)
+        }
+    };
+    vmm::console::terminal::restore();
+    std::process::exit(status);
+}

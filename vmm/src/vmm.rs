@@ -1,0 +1,377 @@
+//! Builds a VM from a [`VmConfig`] and runs it.
+//!
+//! Threads (each a distinct kind for per-thread seccomp filters later):
+//! - main: builds everything, then waits for the first exit request, flushes disks, restores
+//!   the terminal and returns; the process then exits, ending the other threads.
+//! - `vcpuN`: one per vCPU, `KVM_RUN` and device emulation on I/O exits ([`crate::cpu::vcpu`]).
+//! - `vmm-io`: the device event loop: queue doorbells, disk I/O, console input
+//!   ([`crate::event_loop`]).
+//! - (issue 5) an API thread serving `--api-socket`.
+
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::Receiver;
+use std::sync::{Arc, Mutex};
+
+use kvm_bindings::{kvm_pit_config, KVM_PIT_SPEAKER_DUMMY};
+use kvm_ioctls::{Cap, Kvm, VmFd};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use crate::acpi::{self, AcpiError};
+use crate::boot::mptable::{self, MptableError};
+use crate::boot::{self, BootError, EntryPoint};
+use crate::bus::{Bus, BusError};
+use crate::config::{ConfigError, SerialConfig, VmConfig};
+use crate::console::escape::EscapeFilter;
+use crate::console::input::InputSource;
+use crate::console::output::SharedConnection;
+use crate::console::terminal::{stdin_is_terminal, RawTerminal};
+use crate::console::{SerialInput, SerialOutput};
+use crate::cpu::vcpu::{Vcpu, VcpuError};
+use crate::devices::acpi_pm::AcpiPm;
+use crate::devices::cmos::Cmos;
+use crate::devices::debug_exit::DebugExit;
+use crate::devices::debug_port::DebugPort;
+use crate::devices::i8042::I8042;
+use crate::devices::serial::SerialDevice;
+use crate::event_loop::DeviceEventLoop;
+use crate::exit::{ExitNotifier, VmExit, STATUS_CONFIG_ERROR, STATUS_VMM_ERROR};
+use crate::interrupt::{InterruptError, KvmMsiRouter, LegacyIrq, MsiRouter};
+use crate::layout::{self, ports};
+use crate::memory::{self, GuestMemoryMmap, MemoryError};
+use crate::pci::bus::PciError;
+use crate::pci::{PciConfigIo, PciConfigMmio, PciRoot};
+use crate::sync::lock;
+use crate::virtio::block::io::DiskError;
+use crate::virtio::block::{Block, BlockEventHandler};
+use crate::virtio::pci::{NotifyRegistrar, TransportError, VirtioPciDevice};
+
+const KVM_API_VERSION: i32 = 12;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Boot(#[from] BootError),
+    #[error("cannot open /dev/kvm: {0} (is KVM enabled, and are you in the kvm group?)")]
+    KvmOpen(kvm_ioctls::Error),
+    #[error("KVM API version {0} is not supported (version 12 is)")]
+    KvmVersion(i32),
+    #[error("this host's KVM lacks {0}, which the VMM needs")]
+    KvmCapability(&'static str),
+    #[error("{0} vCPUs requested, but this host's KVM allows at most {1}")]
+    TooManyCpus(u8, usize),
+    #[error("cannot create the VM: {0}")]
+    CreateVm(kvm_ioctls::Error),
+    #[error("cannot create the in-kernel {what}: {source}")]
+    Irqchip {
+        what: &'static str,
+        source: kvm_ioctls::Error,
+    },
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    #[error(transparent)]
+    Acpi(#[from] AcpiError),
+    #[error(transparent)]
+    Mptable(#[from] MptableError),
+    #[error(transparent)]
+    Vcpu(#[from] VcpuError),
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    #[error(transparent)]
+    Interrupt(#[from] InterruptError),
+    #[error(transparent)]
+    Pci(#[from] PciError),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("device bus: {0}")]
+    Bus(#[from] BusError),
+    #[error("serial console {path}: {why}")]
+    Serial { path: PathBuf, why: String },
+    #[error("cannot start the device event loop: {0}")]
+    EventLoop(String),
+    #[error("cannot set the terminal to raw mode: {0}")]
+    Terminal(std::io::Error),
+}
+
+impl Error {
+    /// 2 for what the user must fix in the configuration, 1 for everything else.
+    pub fn exit_status(&self) -> i32 {
+        let user = match self {
+            Error::Config(_) | Error::Serial { .. } | Error::TooManyCpus(..) => true,
+            Error::Boot(e) => e.is_user_error(),
+            Error::Disk(_) => true,
+            _ => false,
+        };
+        if user { STATUS_CONFIG_ERROR } else { STATUS_VMM_ERROR }
+    }
+}
+
+/// A built VM, ready to run.
+pub struct Vmm {
+    vcpus: Vec<Vcpu>,
+    event_loop: DeviceEventLoop,
+    disks: Vec<Arc<Mutex<Block>>>,
+    exit: ExitNotifier,
+    exit_rx: Receiver<VmExit>,
+    terminal: Option<RawTerminal>,
+    // Kept alive for the VM's lifetime; dropping them tears the VM down.
+    _vm: Arc<VmFd>,
+    _mem: GuestMemoryMmap,
+    _socket_path: Option<SocketPath>,
+}
+
+/// Removes the console socket file when the VMM ends.
+struct SocketPath(PathBuf);
+
+impl Drop for SocketPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn create_vm(kvm: &Kvm, cpus: u8) -> Result<Arc<VmFd>, Error> {
+    let version = kvm.get_api_version();
+    if version != KVM_API_VERSION {
+        return Err(Error::KvmVersion(version));
+    }
+    for (cap, name) in [
+        (Cap::Irqchip, "an in-kernel irqchip"),
+        (Cap::Ioeventfd, "ioeventfd"),
+        (Cap::Irqfd, "irqfd"),
+        (Cap::IrqRouting, "IRQ routing"),
+        (Cap::UserMemory, "user memory slots"),
+        (Cap::Pit2, "an in-kernel PIT"),
+    ] {
+        if !kvm.check_extension(cap) {
+            return Err(Error::KvmCapability(name));
+        }
+    }
+    let max = kvm.get_max_vcpus();
+    if usize::from(cpus) > max {
+        return Err(Error::TooManyCpus(cpus, max));
+    }
+    let vm = kvm.create_vm().map_err(Error::CreateVm)?;
+    // Needed on VMX hosts; other KVM flavours may not implement it.
+    if let Err(e) = vm.set_tss_address(layout::KVM_TSS_ADDRESS as usize) {
+        tracing::debug!("KVM_SET_TSS_ADDR: {e}");
+    }
+    vm.create_irq_chip().map_err(|source| Error::Irqchip {
+        what: "IOAPIC/PIC",
+        source,
+    })?;
+    let pit = kvm_pit_config {
+        flags: KVM_PIT_SPEAKER_DUMMY,
+        ..Default::default()
+    };
+    vm.create_pit2(pit)
+        .map_err(|source| Error::Irqchip { what: "PIT", source })?;
+    Ok(Arc::new(vm))
+}
+
+/// The serial console's output, input and raw-terminal guard.
+struct Console {
+    output: SerialOutput,
+    input: Option<InputSource>,
+    raw_terminal: bool,
+    socket_path: Option<SocketPath>,
+}
+
+fn console_for(config: &VmConfig) -> Result<Console, Error> {
+    let marker = config.boot_marker.as_deref();
+    let serial_err = |path: &Path, why: String| Error::Serial {
+        path: path.to_owned(),
+        why,
+    };
+    Ok(match &config.serial {
+        SerialConfig::Stdio => {
+            let tty = stdin_is_terminal();
+            Console {
+                output: SerialOutput::stdout().with_marker(marker),
+                input: Some(InputSource::Stdin {
+                    escape: tty.then(EscapeFilter::default),
+                }),
+                raw_terminal: tty,
+                socket_path: None,
+            }
+        }
+        SerialConfig::File(path) => Console {
+            output: SerialOutput::file(path)
+                .map_err(|e| serial_err(path, e.to_string()))?
+                .with_marker(marker),
+            input: None,
+            raw_terminal: false,
+            socket_path: None,
+        },
+        SerialConfig::Socket(path) => {
+            if let Ok(meta) = std::fs::symlink_metadata(path) {
+                if !meta.file_type().is_socket() {
+                    return Err(serial_err(path, "exists and is not a socket".to_owned()));
+                }
+                // A socket left behind by an earlier VMM: refuse if someone still listens.
+                if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                    return Err(serial_err(path, "another process is listening on it".to_owned()));
+                }
+                let _ = std::fs::remove_file(path);
+            }
+            let listener = UnixListener::bind(path).map_err(|e| serial_err(path, e.to_string()))?;
+            listener
+                .set_nonblocking(true)
+                .map_err(|e| serial_err(path, e.to_string()))?;
+            let conn: SharedConnection = Arc::new(Mutex::new(None));
+            Console {
+                output: SerialOutput::socket(conn.clone()).with_marker(marker),
+                input: Some(InputSource::Socket {
+                    listener,
+                    conn,
+                    reader: None,
+                }),
+                raw_terminal: false,
+                socket_path: Some(SocketPath(path.clone())),
+            }
+        }
+        SerialConfig::Off => Console {
+            output: SerialOutput::discard().with_marker(marker),
+            input: None,
+            raw_terminal: false,
+            socket_path: None,
+        },
+    })
+}
+
+fn insert_pio(pio: &Bus, dev: Arc<Mutex<dyn crate::bus::BusDevice>>, port: u16, len: u16) -> Result<(), Error> {
+    pio.insert(dev, u64::from(port), u64::from(len))?;
+    Ok(())
+}
+
+impl Vmm {
+    /// Creates the VM, loads the kernel, and sets up every device and vCPU.
+    pub fn new(config: &VmConfig) -> Result<Self, Error> {
+        config.validate()?;
+        let kvm = Kvm::new().map_err(Error::KvmOpen)?;
+        let vm = create_vm(&kvm, config.cpus)?;
+
+        let mem_size = config.memory_bytes();
+        let mem = memory::create_guest_memory(mem_size)?;
+        memory::register_with_kvm(&vm, &mem)?;
+        let entry: EntryPoint = boot::prepare_boot(
+            &mem,
+            &config.kernel,
+            config.initrd.as_deref(),
+            &config.cmdline,
+            mem_size,
+        )?;
+        acpi::write_acpi_tables(&mem, config.cpus)?;
+        mptable::write_mptable(&mem, config.cpus)?;
+
+        let (exit, exit_rx) = ExitNotifier::new();
+        let pio = Arc::new(Bus::new());
+        let mmio = Arc::new(Bus::new());
+        let mut event_loop = DeviceEventLoop::new().map_err(Error::EventLoop)?;
+
+        // Legacy devices.
+        let console = console_for(config)?;
+        let space_evt = EventFd::new(EFD_NONBLOCK).map_err(|e| Error::EventLoop(e.to_string()))?;
+        let serial = Arc::new(Mutex::new(SerialDevice::new(
+            LegacyIrq::new(&vm, layout::SERIAL_IRQ)?,
+            console.output,
+            space_evt.try_clone().map_err(|e| Error::EventLoop(e.to_string()))?,
+        )));
+        insert_pio(&pio, serial.clone(), ports::COM1, ports::COM1_LEN)?;
+        insert_pio(&pio, Arc::new(Mutex::new(I8042::new(exit.clone()))), ports::I8042_DATA, 5)?;
+        insert_pio(&pio, Arc::new(Mutex::new(Cmos::new())), ports::CMOS_INDEX, 2)?;
+        insert_pio(&pio, Arc::new(Mutex::new(DebugPort::new())), ports::DEBUG_PORT, 1)?;
+        insert_pio(&pio, Arc::new(Mutex::new(DebugExit::new(exit.clone()))), ports::DEBUG_EXIT, 1)?;
+        insert_pio(&pio, Arc::new(Mutex::new(AcpiPm::new(exit.clone()))), ports::ACPI_SLEEP_CONTROL, ports::ACPI_PM_LEN)?;
+        if let Some(source) = console.input {
+            event_loop.add(Box::new(SerialInput::new(serial, source, space_evt, exit.clone())));
+        }
+
+        // PCI and virtio-blk.
+        let pci = Arc::new(Mutex::new(PciRoot::new(mmio.clone())));
+        insert_pio(&pio, Arc::new(Mutex::new(PciConfigIo::new(pci.clone()))), ports::PCI_CONFIG_ADDRESS, ports::PCI_CONFIG_LEN)?;
+        mmio.insert(
+            Arc::new(Mutex::new(PciConfigMmio::new(pci.clone()))),
+            layout::PCI_ECAM_START,
+            layout::PCI_ECAM_SIZE,
+        )?;
+        let router: Arc<dyn MsiRouter> = Arc::new(KvmMsiRouter::new(vm.clone()));
+        let notify: Arc<dyn NotifyRegistrar> = vm.clone();
+        let mut disks = Vec::new();
+        for disk in &config.disks {
+            let block = Arc::new(Mutex::new(Block::new(disk)?));
+            let queue_evt = EventFd::new(EFD_NONBLOCK).map_err(TransportError::EventFd)?;
+            let handler_evt = queue_evt.try_clone().map_err(TransportError::EventFd)?;
+            let transport = VirtioPciDevice::new(
+                block.clone(),
+                vec![queue_evt],
+                mem.clone(),
+                router.clone(),
+                notify.clone(),
+            )?;
+            let slot = lock(&pci).add_device(Arc::new(Mutex::new(transport)))?;
+            tracing::info!(
+                "disk {} on PCI 00:{slot:02x}.0 ({} sectors{})",
+                disk.path.display(),
+                lock(&block).disk().sectors(),
+                if disk.readonly { ", read-only" } else { "" }
+            );
+            event_loop.add(Box::new(BlockEventHandler::new(block.clone(), handler_evt)));
+            disks.push(block);
+        }
+
+        // vCPUs.
+        let mut vcpus = Vec::with_capacity(usize::from(config.cpus));
+        for id in 0..config.cpus {
+            vcpus.push(Vcpu::new(&kvm, &vm, id, config.cpus, pio.clone(), mmio.clone(), exit.clone())?);
+        }
+        if let Some(bsp) = vcpus.first() {
+            bsp.configure_bsp(&mem, entry)?;
+        }
+
+        let terminal = if console.raw_terminal {
+            RawTerminal::enable().map_err(Error::Terminal)?
+        } else {
+            None
+        };
+        Ok(Vmm {
+            vcpus,
+            event_loop,
+            disks,
+            exit,
+            exit_rx,
+            terminal,
+            _vm: vm,
+            _mem: mem,
+            _socket_path: console.socket_path,
+        })
+    }
+
+    /// Starts the device thread and the vCPUs and waits until the VM ends.
+    pub fn run(mut self) -> Result<VmExit, Error> {
+        let event_loop = std::mem::replace(
+            &mut self.event_loop,
+            DeviceEventLoop::new().map_err(Error::EventLoop)?,
+        );
+        event_loop
+            .spawn(self.exit.clone())
+            .map_err(|e| Error::EventLoop(e.to_string()))?;
+        for vcpu in self.vcpus.drain(..) {
+            vcpu.spawn()?;
+        }
+        let exit = self
+            .exit_rx
+            .recv()
+            .unwrap_or_else(|_| VmExit::VmmError("every exit path closed".to_owned()));
+        for disk in &self.disks {
+            let d = lock(disk);
+            if let Err(e) = d.flush() {
+                tracing::warn!("disk {}: final flush failed: {e}", d.disk().path().display());
+            }
+        }
+        drop(self.terminal.take());
+        Ok(exit)
+    }
+}
