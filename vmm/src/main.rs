@@ -1,6 +1,8 @@
 //! `vmm`: boot a kernel in a KVM virtual machine. Exit statuses are listed in docs/vmm.md and
 //! `vmm --help`.
 
+use std::io::IsTerminal;
+
 use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -23,6 +25,7 @@ fn init_logging(verbose: u8, boot_marker: bool) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_timer(tracing_subscriber::fmt::time::uptime())
         .with_target(false)
         .init();

@@ -249,13 +249,16 @@ fn insert_pio(pio: &Bus, dev: Arc<Mutex<dyn crate::bus::BusDevice>>, port: u16, 
 impl Vmm {
     /// Creates the VM, loads the kernel, and sets up every device and vCPU.
     pub fn new(config: &VmConfig) -> Result<Self, Error> {
+        // Everything the user can get wrong is checked before KVM is touched, so those
+        // errors come out the same (status 2) on any host.
         config.validate()?;
-        let kvm = Kvm::new().map_err(Error::KvmOpen)?;
-        let vm = create_vm(&kvm, config.cpus)?;
-
+        let mut blocks = Vec::with_capacity(config.disks.len());
+        for disk in &config.disks {
+            blocks.push(Arc::new(Mutex::new(Block::new(disk)?)));
+        }
+        let console = console_for(config)?;
         let mem_size = config.memory_bytes();
         let mem = memory::create_guest_memory(mem_size)?;
-        memory::register_with_kvm(&vm, &mem)?;
         let entry: EntryPoint = boot::prepare_boot(
             &mem,
             &config.kernel,
@@ -266,13 +269,16 @@ impl Vmm {
         acpi::write_acpi_tables(&mem, config.cpus)?;
         mptable::write_mptable(&mem, config.cpus)?;
 
+        let kvm = Kvm::new().map_err(Error::KvmOpen)?;
+        let vm = create_vm(&kvm, config.cpus)?;
+        memory::register_with_kvm(&vm, &mem)?;
+
         let (exit, exit_rx) = ExitNotifier::new();
         let pio = Arc::new(Bus::new());
         let mmio = Arc::new(Bus::new());
         let mut event_loop = DeviceEventLoop::new().map_err(Error::EventLoop)?;
 
         // Legacy devices.
-        let console = console_for(config)?;
         let space_evt = EventFd::new(EFD_NONBLOCK).map_err(|e| Error::EventLoop(e.to_string()))?;
         let serial = Arc::new(Mutex::new(SerialDevice::new(
             LegacyIrq::new(&vm, layout::SERIAL_IRQ)?,
@@ -299,9 +305,7 @@ impl Vmm {
         )?;
         let router: Arc<dyn MsiRouter> = Arc::new(KvmMsiRouter::new(vm.clone()));
         let notify: Arc<dyn NotifyRegistrar> = vm.clone();
-        let mut disks = Vec::new();
-        for disk in &config.disks {
-            let block = Arc::new(Mutex::new(Block::new(disk)?));
+        for (disk, block) in config.disks.iter().zip(&blocks) {
             let queue_evt = EventFd::new(EFD_NONBLOCK).map_err(TransportError::EventFd)?;
             let handler_evt = queue_evt.try_clone().map_err(TransportError::EventFd)?;
             let transport = VirtioPciDevice::new(
@@ -315,12 +319,12 @@ impl Vmm {
             tracing::info!(
                 "disk {} on PCI 00:{slot:02x}.0 ({} sectors{})",
                 disk.path.display(),
-                lock(&block).disk().sectors(),
+                lock(block).disk().sectors(),
                 if disk.readonly { ", read-only" } else { "" }
             );
             event_loop.add(Box::new(BlockEventHandler::new(block.clone(), handler_evt)));
-            disks.push(block);
         }
+        let disks = blocks;
 
         // vCPUs.
         let mut vcpus = Vec::with_capacity(usize::from(config.cpus));

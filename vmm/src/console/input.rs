@@ -55,8 +55,9 @@ impl SerialInput {
 
     fn watch(ops: &mut EventOps, fd: RawFd) {
         if let Err(e) = ops.add(Events::with_data_raw(fd, 0, EventSet::IN)) {
-            // E.g. stdin redirected from a regular file, which epoll cannot watch.
-            tracing::warn!("console input on fd {fd} cannot be watched, input disabled: {e:?}");
+            // E.g. stdin is /dev/null or a regular file, which epoll cannot watch: there is
+            // no interactive input to wait for then.
+            tracing::info!("console input on fd {fd} cannot be watched, input disabled: {e:?}");
         }
     }
 

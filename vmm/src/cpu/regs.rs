@@ -105,7 +105,9 @@ pub fn boot_sregs(mem: &GuestMemoryMmap, entry: EntryPoint, mut sregs: kvm_sregs
             sregs.tr = segment_from_gdt(gdt[4], 4);
             sregs.cr3 = write_identity_map(mem)?;
             sregs.cr4 |= X86_CR4_PAE;
-            sregs.cr0 |= X86_CR0_PE | X86_CR0_PG | X86_CR0_ET;
+            // Set, not OR: KVM's reset value has CD and NW, and a kernel that decompresses
+            // itself with caches disabled crawls (badly so under shadow paging).
+            sregs.cr0 = X86_CR0_PE | X86_CR0_PG | X86_CR0_ET;
             sregs.efer |= EFER_LME | EFER_LMA;
         }
         EntryPoint::Pvh { .. } => {
@@ -179,7 +181,9 @@ mod tests {
         let e = EntryPoint::Linux64 { entry: 0x100_0200 };
         let r = boot_regs(e);
         assert_eq!((r.rip, r.rsi, r.rflags), (0x100_0200, ZERO_PAGE_START, 2));
-        let s = boot_sregs(&mem(), e, kvm_sregs::default()).unwrap();
+        // KVM's reset CR0 has CD and NW set; the entry state must not keep them.
+        let s = boot_sregs(&mem(), e, kvm_sregs { cr0: 0x6000_0010, ..Default::default() }).unwrap();
+        assert_eq!(s.cr0, X86_CR0_PE | X86_CR0_PG | X86_CR0_ET);
         assert_eq!(s.cs.selector, 0x10);
         assert_eq!(s.cs.l, 1);
         assert_eq!(s.ds.selector, 0x18);

@@ -1,0 +1,676 @@
+/*
+ * Freestanding x86-64 test guest for the vmm (a PVH ELF, so QEMU can boot it too).
+ *
+ * It reports on the UART (0x3f8) and leaves through the debug-exit port (0xf4): value 0 is
+ * PASS, 1 is FAIL, 2 is an unexpected CPU exception. The kernel command line (PVH start info)
+ * picks what it does:
+ *   (default)      ACPI + MP tables, PCI over conf1 and ECAM, every virtio-blk disk driven by
+ *                  polling and by MSI-X interrupt (read, write, flush, get-id, write-zeroes,
+ *                  read-only refusal, garbage requests), then one line of serial input.
+ *   tables         only the ACPI / MP table and PCI checks.
+ *   bench          print one line and exit; with "hold", print and halt forever instead.
+ *   poweroff       power off through the FADT's sleep control register and _S5.
+ *   reboot         reset through the i8042.
+ *   crash          triple fault.
+ *   idle           print and halt with interrupts off (for console tests).
+ *   memtouch=N     write N MiB four times and read it back, then exit (memory speed probe).
+ * Options: expect_cpus=N (fail unless ACPI and the MP table both show N CPUs), noinput.
+ *
+ * Disk contents the host prepares: byte j of sector s is (s * 3 + j) & 0xff.
+ */
+
+typedef unsigned char u8;
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef unsigned long long u64;
+typedef unsigned long usize;
+
+#define NULL ((void *)0)
+
+/* ---- port and memory I/O ---- */
+
+static inline void outb(u16 port, u8 v) { __asm__ volatile("outb %0, %1" ::"a"(v), "Nd"(port)); }
+static inline u8 inb(u16 port) { u8 v; __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port)); return v; }
+static inline void outw(u16 port, u16 v) { __asm__ volatile("outw %0, %1" ::"a"(v), "Nd"(port)); }
+static inline void outl(u16 port, u32 v) { __asm__ volatile("outl %0, %1" ::"a"(v), "Nd"(port)); }
+static inline u32 inl(u16 port) { u32 v; __asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port)); return v; }
+static inline u8 rd8(u64 a) { return *(volatile u8 *)a; }
+static inline u16 rd16(u64 a) { return *(volatile u16 *)a; }
+static inline u32 rd32(u64 a) { return *(volatile u32 *)a; }
+static inline void wr8(u64 a, u8 v) { *(volatile u8 *)a = v; }
+static inline void wr16(u64 a, u16 v) { *(volatile u16 *)a = v; }
+static inline void wr32(u64 a, u32 v) { *(volatile u32 *)a = v; }
+static inline void wr64(u64 a, u64 v) { wr32(a, (u32)v); wr32(a + 4, (u32)(v >> 32)); }
+static inline void barrier(void) { __asm__ volatile("mfence" ::: "memory"); }
+static inline void cpu_relax(void) { __asm__ volatile("pause" ::: "memory"); }
+
+void *memset(void *d, int c, usize n) { u8 *p = d; while (n--) *p++ = (u8)c; return d; }
+void *memcpy(void *d, const void *s, usize n) { u8 *p = d; const u8 *q = s; while (n--) *p++ = *q++; return d; }
+int memcmp(const void *a, const void *b, usize n) {
+    const u8 *p = a, *q = b;
+    for (; n; n--, p++, q++) if (*p != *q) return *p - *q;
+    return 0;
+}
+static usize strlen(const char *s) { usize n = 0; while (s[n]) n++; return n; }
+
+/* ---- UART and exit ---- */
+
+#define COM1 0x3f8
+#define DEBUG_EXIT 0xf4
+
+static void putc(char c) {
+    while (!(inb(COM1 + 5) & 0x20)) cpu_relax();
+    outb(COM1, (u8)c);
+}
+static void puts(const char *s) { while (*s) putc(*s++); }
+static void put_hex(u64 v) {
+    puts("0x");
+    int started = 0;
+    for (int i = 60; i >= 0; i -= 4) {
+        int d = (v >> i) & 0xf;
+        if (d || started || i == 0) { putc("0123456789abcdef"[d]); started = 1; }
+    }
+}
+static void put_dec(u64 v) {
+    char buf[24];
+    int i = 0;
+    do { buf[i++] = '0' + v % 10; v /= 10; } while (v);
+    while (i) putc(buf[--i]);
+}
+
+static __attribute__((noreturn)) void guest_exit(u8 code) {
+    outb(DEBUG_EXIT, code);
+    for (;;) __asm__ volatile("cli; hlt");
+}
+
+static int failures;
+static void fail(const char *what) {
+    puts("guest: FAIL: ");
+    puts(what);
+    putc('\n');
+    failures++;
+}
+#define CHECK(cond, what) do { if (!(cond)) fail(what); } while (0)
+
+void guest_exception(u64 vector, u64 error, u64 rip) {
+    puts("guest: exception ");
+    put_dec(vector);
+    puts(" error ");
+    put_hex(error);
+    puts(" rip ");
+    put_hex(rip);
+    putc('\n');
+    guest_exit(2);
+}
+
+/* ---- command line ---- */
+
+struct hvm_start_info {
+    u32 magic, version, flags, nr_modules;
+    u64 modlist_paddr, cmdline_paddr, rsdp_paddr, memmap_paddr;
+    u32 memmap_entries, reserved;
+};
+
+static const char *cmdline = "";
+
+/* The value after "key=" or "" for a bare "key"; NULL if absent. */
+static const char *option(const char *key) {
+    usize k = strlen(key);
+    const char *p = cmdline;
+    while (*p) {
+        while (*p == ' ') p++;
+        const char *w = p;
+        while (*p && *p != ' ') p++;
+        if ((usize)(p - w) >= k && memcmp(w, key, k) == 0) {
+            if ((usize)(p - w) == k) return "";
+            if (w[k] == '=') return w + k + 1;
+        }
+    }
+    return NULL;
+}
+static u64 option_num(const char *key, u64 dflt) {
+    const char *v = option(key);
+    if (!v || !*v) return dflt;
+    u64 n = 0;
+    while (*v >= '0' && *v <= '9') n = n * 10 + (u64)(*v++ - '0');
+    return n;
+}
+
+/* ---- interrupts: IDT, LAPIC, PIC ---- */
+
+struct idt_entry { u16 off_lo, sel; u8 ist, type; u16 off_mid; u32 off_hi, zero; } __attribute__((packed));
+static struct idt_entry idt[256] __attribute__((aligned(16)));
+extern u64 exc_stubs[32];
+extern void isr_msi(void), isr_timer(void), isr_spurious(void);
+
+#define MSI_VECTOR 0x40
+#define TIMER_VECTOR 0x41
+#define LAPIC 0xfee00000ULL
+
+static volatile u32 msi_count, timer_fired;
+
+void msi_handler(void) { msi_count++; wr32(LAPIC + 0xb0, 0); }
+void timer_handler(void) { timer_fired = 1; wr32(LAPIC + 0xb0, 0); }
+
+static void set_gate(int v, u64 handler) {
+    idt[v].off_lo = (u16)handler;
+    idt[v].sel = 0x08;
+    idt[v].ist = 0;
+    idt[v].type = 0x8e;
+    idt[v].off_mid = (u16)(handler >> 16);
+    idt[v].off_hi = (u32)(handler >> 32);
+    idt[v].zero = 0;
+}
+
+static void setup_interrupts(void) {
+    for (int i = 0; i < 32; i++) set_gate(i, exc_stubs[i]);
+    set_gate(MSI_VECTOR, (u64)isr_msi);
+    set_gate(TIMER_VECTOR, (u64)isr_timer);
+    set_gate(0xff, (u64)isr_spurious);
+    struct { u16 limit; u64 base; } __attribute__((packed)) d = { sizeof(idt) - 1, (u64)idt };
+    __asm__ volatile("lidt %0" ::"m"(d));
+    /* Mask the 8259s: only the LAPIC delivers here. */
+    outb(0x21, 0xff);
+    outb(0xa1, 0xff);
+    /* Software-enable the LAPIC, spurious vector 0xff. */
+    wr32(LAPIC + 0xf0, 0x1ff);
+}
+
+/* One-shot LAPIC timer as a watchdog for interrupt waits. */
+static void timer_arm(u32 count) {
+    timer_fired = 0;
+    wr32(LAPIC + 0x3e0, 0xb);           /* divide by 1 */
+    wr32(LAPIC + 0x320, TIMER_VECTOR);  /* one-shot */
+    wr32(LAPIC + 0x380, count);
+}
+static void timer_disarm(void) { wr32(LAPIC + 0x380, 0); wr32(LAPIC + 0x320, 0x10000); }
+
+/* ---- ACPI and MP tables ---- */
+
+static u8 sum(u64 a, u32 len) { u8 s = 0; for (u32 i = 0; i < len; i++) s += rd8(a + i); return s; }
+
+struct acpi_info {
+    int cpus;
+    u64 ecam;
+    u16 sleep_port;
+    u8 s5_type;
+    int ok;
+};
+
+static void parse_dsdt_s5(u64 dsdt, struct acpi_info *ai) {
+    u32 len = rd32(dsdt + 4);
+    for (u32 i = 36; i + 8 < len; i++) {
+        if (rd8(dsdt + i) == '_' && rd8(dsdt + i + 1) == 'S' && rd8(dsdt + i + 2) == '5' && rd8(dsdt + i + 3) == '_') {
+            /* PackageOp, PkgLength (1 byte), NumElements, then the first element. */
+            u64 p = dsdt + i + 4;
+            if (rd8(p) != 0x12) continue;
+            u8 first = rd8(p + 3);
+            ai->s5_type = first == 0x0a ? rd8(p + 4) : (first == 0x01 ? 1 : 0);
+            return;
+        }
+    }
+}
+
+static void check_acpi(struct hvm_start_info *si, struct acpi_info *ai) {
+    memset(ai, 0, sizeof(*ai));
+    u64 rsdp = si->rsdp_paddr;
+    if (!rsdp) {
+        for (u64 a = 0xe0000; a < 0x100000; a += 16)
+            if (rd32(a) == 0x20445352 && rd32(a + 4) == 0x20525450) { rsdp = a; break; }
+    }
+    if (!rsdp) { fail("no RSDP"); return; }
+    CHECK(sum(rsdp, 20) == 0 && sum(rsdp, 36) == 0, "RSDP checksum");
+    u64 xsdt = *(volatile u64 *)(rsdp + 24);
+    CHECK(rd32(xsdt) == 0x54445358, "XSDT signature");
+    u32 xlen = rd32(xsdt + 4);
+    CHECK(sum(xsdt, xlen) == 0, "XSDT checksum");
+    for (u32 off = 36; off + 8 <= xlen; off += 8) {
+        u64 t = *(volatile u64 *)(xsdt + off);
+        u32 tlen = rd32(t + 4);
+        CHECK(sum(t, tlen) == 0, "table checksum");
+        u32 sig = rd32(t);
+        if (sig == 0x43495041) { /* APIC */
+            for (u32 o = 44; o + 2 <= tlen; o += rd8(t + o + 1)) {
+                if (rd8(t + o + 1) == 0) break;
+                if (rd8(t + o) == 0 && (rd32(t + o + 4) & 1)) ai->cpus++;
+            }
+        } else if (sig == 0x4746434d) { /* MCFG */
+            ai->ecam = *(volatile u64 *)(t + 44);
+        } else if (sig == 0x50434146) { /* FACP */
+            CHECK(rd32(t + 112) & (1u << 20), "FADT is hardware-reduced");
+            ai->sleep_port = rd8(t + 244) == 1 ? (u16)rd32(t + 248) : 0;
+            u64 dsdt = *(volatile u64 *)(t + 140);
+            CHECK(rd32(dsdt) == 0x54445344 && sum(dsdt, rd32(dsdt + 4)) == 0, "DSDT");
+            parse_dsdt_s5(dsdt, ai);
+        }
+    }
+    ai->ok = 1;
+    puts("guest: acpi cpus=");
+    put_dec(ai->cpus);
+    puts(" ecam=");
+    put_hex(ai->ecam);
+    puts(" sleep_port=");
+    put_hex(ai->sleep_port);
+    puts(" s5=");
+    put_dec(ai->s5_type);
+    putc('\n');
+}
+
+static int check_mptable(void) {
+    for (u64 a = 0xf0000; a < 0x100000; a += 16) {
+        if (rd32(a) != 0x5f504d5f) continue; /* "_MP_" */
+        CHECK(sum(a, 16) == 0, "MP floating pointer checksum");
+        u64 mpc = rd32(a + 4);
+        CHECK(rd32(mpc) == 0x504d4350, "MP table signature");
+        u16 len = rd16(mpc + 4);
+        CHECK(sum(mpc, len) == 0, "MP table checksum");
+        int cpus = 0;
+        for (u64 o = mpc + 44; o < mpc + len;) {
+            u8 type = rd8(o);
+            if (type == 0) { if (rd8(o + 3) & 1) cpus++; o += 20; }
+            else if (type <= 4) o += 8;
+            else { fail("MP table entry type"); break; }
+        }
+        puts("guest: mptable cpus=");
+        put_dec(cpus);
+        putc('\n');
+        return cpus;
+    }
+    fail("no MP table");
+    return 0;
+}
+
+/* ---- PCI ---- */
+
+static u32 conf_read(u8 dev, u16 reg) {
+    outl(0xcf8, 0x80000000u | ((u32)dev << 11) | (reg & 0xfc));
+    return inl(0xcfc);
+}
+static void conf_write16(u8 dev, u16 reg, u16 v) {
+    outl(0xcf8, 0x80000000u | ((u32)dev << 11) | (reg & 0xfc));
+    outw(0xcfc + (reg & 2), v);
+}
+
+#define MAX_DISKS 4
+static u8 disk_slots[MAX_DISKS];
+static int ndisks;
+
+static void scan_pci(u64 ecam) {
+    for (u8 dev = 0; dev < 32; dev++) {
+        u32 id = conf_read(dev, 0);
+        if (ecam) CHECK(rd32(ecam + ((u64)dev << 15)) == id, "ECAM and conf1 agree");
+        if ((id & 0xffff) == 0xffff) continue;
+        puts("guest: pci 00:");
+        putc("0123456789abcdef"[dev >> 4]);
+        putc("0123456789abcdef"[dev & 15]);
+        puts(".0 ");
+        put_hex(id & 0xffff);
+        putc(':');
+        put_hex(id >> 16);
+        putc('\n');
+        if (id == 0x10421af4 && ndisks < MAX_DISKS) disk_slots[ndisks++] = dev;
+    }
+}
+
+/* ---- virtio-blk over modern virtio-pci ---- */
+
+#define QSIZE 16
+#define VIRTQ_DESC_F_NEXT 1
+#define VIRTQ_DESC_F_WRITE 2
+
+struct vq_desc { u64 addr; u32 len; u16 flags, next; };
+struct vq_avail { u16 flags, idx, ring[QSIZE], used_event; };
+struct vq_used_elem { u32 id, len; };
+struct vq_used { u16 flags, idx; struct vq_used_elem ring[QSIZE]; u16 avail_event; };
+
+struct blk_req { u32 type, reserved; u64 sector; };
+
+struct vdev {
+    u8 slot;
+    u64 common, notify, isr, devcfg;
+    u32 notify_mult;
+    u16 msix_cap;
+    u64 msix_table;
+    u64 features;
+    u16 notify_off;
+    struct vq_desc desc[QSIZE] __attribute__((aligned(16)));
+    struct vq_avail avail __attribute__((aligned(2)));
+    struct vq_used used __attribute__((aligned(4)));
+    u16 avail_idx, used_seen;
+    struct blk_req req;
+    u8 status;
+    u8 buf[4096] __attribute__((aligned(512)));
+    u8 buf2[512];
+};
+static struct vdev vdevs[MAX_DISKS] __attribute__((aligned(4096)));
+
+static int virtio_init(struct vdev *d, int index) {
+    d->slot = disk_slots[index];
+    u64 bar = (conf_read(d->slot, 0x10) & ~0xfULL) | ((u64)conf_read(d->slot, 0x14) << 32);
+    u8 cap = conf_read(d->slot, 0x34) & 0xff;
+    while (cap) {
+        u32 w0 = conf_read(d->slot, cap);
+        u8 id = w0 & 0xff, next = (w0 >> 8) & 0xff;
+        if (id == 0x09) {
+            u8 type = (w0 >> 24) & 0xff;
+            u32 off = conf_read(d->slot, cap + 8);
+            u64 addr = bar + off;
+            if (type == 1) d->common = addr;
+            else if (type == 2) { d->notify = addr; d->notify_mult = conf_read(d->slot, cap + 16); }
+            else if (type == 3) d->isr = addr;
+            else if (type == 4) d->devcfg = addr;
+        } else if (id == 0x11) {
+            d->msix_cap = cap;
+            u32 table = conf_read(d->slot, cap + 4);
+            d->msix_table = bar + (table & ~7u);
+        }
+        cap = next;
+    }
+    if (!d->common || !d->notify || !d->isr || !d->devcfg || !d->msix_cap) { fail("virtio capabilities"); return 0; }
+
+    u64 c = d->common;
+    wr8(c + 0x14, 0);
+    CHECK(rd8(c + 0x14) == 0, "reset");
+    wr8(c + 0x14, 1 | 2);
+    wr32(c + 0x00, 0);
+    u64 f = rd32(c + 0x04);
+    wr32(c + 0x00, 1);
+    f |= (u64)rd32(c + 0x04) << 32;
+    d->features = f;
+    if (!(f & (1ULL << 32))) { fail("VIRTIO_F_VERSION_1 not offered"); return 0; }
+    /* Accept VERSION_1 and the block features we use: FLUSH, RO, DISCARD, WRITE_ZEROES. */
+    u64 want = f & ((1ULL << 32) | (1 << 9) | (1 << 5) | (1 << 13) | (1 << 14));
+    wr32(c + 0x08, 0);
+    wr32(c + 0x0c, (u32)want);
+    wr32(c + 0x08, 1);
+    wr32(c + 0x0c, (u32)(want >> 32));
+    wr8(c + 0x14, 1 | 2 | 8);
+    if (!(rd8(c + 0x14) & 8)) { fail("FEATURES_OK refused"); return 0; }
+
+    /* MSI-X: vector 0 -> LAPIC 0, our vector; enable in the capability. */
+    wr32(d->msix_table + 0, 0xfee00000);
+    wr32(d->msix_table + 4, 0);
+    wr32(d->msix_table + 8, MSI_VECTOR);
+    wr32(d->msix_table + 12, 0);
+    conf_write16(d->slot, d->msix_cap + 2, 0x8000);
+
+    wr16(c + 0x16, 0);
+    u16 max = rd16(c + 0x18);
+    CHECK(max >= QSIZE, "queue size");
+    wr16(c + 0x18, QSIZE);
+    wr64(c + 0x20, (u64)d->desc);
+    wr64(c + 0x28, (u64)&d->avail);
+    wr64(c + 0x30, (u64)&d->used);
+    wr16(c + 0x1a, 0);
+    CHECK(rd16(c + 0x1a) == 0, "queue MSI-X vector accepted");
+    wr16(c + 0x10, 0xffff);
+    d->notify_off = rd16(c + 0x1e);
+    wr16(c + 0x1c, 1);
+    wr8(c + 0x14, 1 | 2 | 4 | 8);
+    CHECK(rd8(c + 0x14) == 0xf, "DRIVER_OK");
+    return 1;
+}
+
+static u64 disk_capacity(struct vdev *d) { return rd32(d->devcfg) | ((u64)rd32(d->devcfg + 4) << 32); }
+
+/* MSI count when the last request was submitted (interrupts are off until we wait, so its
+ * completion interrupt stays pending in the LAPIC until then). */
+static u32 msi_before;
+
+/* Publishes a chain starting at descriptor 0 and rings the doorbell. */
+static void submit(struct vdev *d, u16 head) {
+    msi_before = msi_count;
+    d->avail.ring[d->avail_idx % QSIZE] = head;
+    barrier();
+    d->avail_idx++;
+    d->avail.idx = d->avail_idx;
+    barrier();
+    wr16(d->notify + (u64)d->notify_off * d->notify_mult, 0);
+}
+
+/* Waits for the next used entry, by polling (interrupts off) or by halting until the MSI. */
+static int wait_used(struct vdev *d, int by_interrupt, u32 *len) {
+    if (by_interrupt) {
+        timer_arm(0x40000000);
+        while (msi_count == msi_before && !timer_fired) __asm__ volatile("sti; hlt; cli");
+        timer_disarm();
+        if (msi_count == msi_before) { fail("no MSI-X interrupt before the watchdog"); return 0; }
+        CHECK(*(volatile u16 *)&d->used.idx != d->used_seen, "completion with the interrupt");
+    } else {
+        u64 spins = 0;
+        while (*(volatile u16 *)&d->used.idx == d->used_seen) {
+            cpu_relax();
+            if (++spins > 200000000ULL) { fail("polling timed out"); return 0; }
+        }
+    }
+    barrier();
+    struct vq_used_elem *e = &d->used.ring[d->used_seen % QSIZE];
+    if (len) *len = e->len;
+    d->used_seen++;
+    return 1;
+}
+
+/* header, optional data, status. Returns the status byte (0xee if the device never wrote it). */
+static u8 blk_request(struct vdev *d, u32 type, u64 sector, void *data, u32 len, int device_writes, int irq) {
+    d->req.type = type;
+    d->req.reserved = 0;
+    d->req.sector = sector;
+    d->status = 0xee;
+    int n = 0;
+    d->desc[n] = (struct vq_desc){ (u64)&d->req, sizeof(d->req), VIRTQ_DESC_F_NEXT, 1 };
+    n++;
+    if (len) {
+        d->desc[n] = (struct vq_desc){ (u64)data, len, VIRTQ_DESC_F_NEXT | (device_writes ? VIRTQ_DESC_F_WRITE : 0), (u16)(n + 1) };
+        n++;
+    }
+    d->desc[n] = (struct vq_desc){ (u64)&d->status, 1, VIRTQ_DESC_F_WRITE, 0 };
+    submit(d, 0);
+    if (!wait_used(d, irq, NULL)) return 0xee;
+    barrier();
+    return d->status;
+}
+
+static int pattern_ok(const u8 *buf, u64 sector, u32 sectors) {
+    for (u32 s = 0; s < sectors; s++)
+        for (u32 j = 0; j < 512; j++)
+            if (buf[s * 512 + j] != (u8)((sector + s) * 3 + j)) return 0;
+    return 1;
+}
+
+static void test_garbage(struct vdev *d) {
+    u64 cap = disk_capacity(d);
+    /* Past the end of the disk. */
+    CHECK(blk_request(d, 0, cap, d->buf, 512, 1, 0) == 1, "read past the end gets IOERR");
+    /* A buffer outside guest RAM. */
+    CHECK(blk_request(d, 0, 0, (void *)0x7f000000ULL, 512, 1, 0) == 1, "buffer outside RAM gets IOERR");
+    /* Length that is not a sector multiple. */
+    CHECK(blk_request(d, 0, 0, d->buf, 100, 1, 0) == 1, "odd length gets IOERR");
+    /* Unknown request type. */
+    CHECK(blk_request(d, 0x99, 0, NULL, 0, 0, 0) == 2, "unknown type gets UNSUPP");
+    /* A descriptor that loops to itself: no status possible, but a used entry. */
+    d->req.type = 0;
+    d->status = 0xee;
+    d->desc[0] = (struct vq_desc){ (u64)&d->req, sizeof(d->req), VIRTQ_DESC_F_NEXT, 0 };
+    submit(d, 0);
+    u32 len = 99;
+    CHECK(wait_used(d, 0, &len) && len == 0, "descriptor loop completed with length 0");
+    CHECK(d->status == 0xee, "descriptor loop left the status alone");
+    /* A next index beyond the queue. */
+    d->desc[0] = (struct vq_desc){ (u64)&d->req, sizeof(d->req), VIRTQ_DESC_F_NEXT, 999 };
+    submit(d, 0);
+    CHECK(wait_used(d, 0, &len) && len == 0, "bad next index completed with length 0");
+    /* The device still works. */
+    memset(d->buf, 0, 512);
+    CHECK(blk_request(d, 0, 7, d->buf, 512, 1, 0) == 0 && pattern_ok(d->buf, 7, 1), "read after garbage");
+    puts("guest: garbage requests answered, device still serving\n");
+}
+
+static void test_disk(int index) {
+    struct vdev *d = &vdevs[index];
+    if (!virtio_init(d, index)) return;
+    int ro = (d->features >> 5) & 1;
+    u64 cap = disk_capacity(d);
+    puts("guest: disk");
+    put_dec(index);
+    puts(" capacity=");
+    put_dec(cap);
+    puts(" ro=");
+    put_dec(ro);
+    putc('\n');
+
+    /* GET_ID */
+    memset(d->buf, 0, 21);
+    u8 st = blk_request(d, 8, 0, d->buf, 20, 1, 0);
+    if (st == 0) {
+        d->buf[20] = 0;
+        puts("guest: disk");
+        put_dec(index);
+        puts(" id=");
+        puts((const char *)d->buf);
+        putc('\n');
+    } else {
+        puts("guest: disk");
+        put_dec(index);
+        puts(" has no id\n");
+    }
+
+    /* Read by polling. */
+    memset(d->buf, 0, sizeof(d->buf));
+    CHECK(blk_request(d, 0, 0, d->buf, 4096, 1, 0) == 0, "polled read status");
+    CHECK(pattern_ok(d->buf, 0, 8), "polled read data");
+    /* Read by interrupt. */
+    memset(d->buf, 0, sizeof(d->buf));
+    CHECK(blk_request(d, 0, 5, d->buf, 1024, 1, 1) == 0, "interrupt read status");
+    CHECK(pattern_ok(d->buf, 5, 2), "interrupt read data");
+
+    if (ro) {
+        CHECK(blk_request(d, 1, 0, d->buf2, 512, 0, 0) == 1, "write to read-only disk gets IOERR");
+        CHECK(blk_request(d, 4, 0, NULL, 0, 0, 0) == 1, "flush of read-only disk gets IOERR");
+        memset(d->buf, 0, 512);
+        CHECK(blk_request(d, 0, 0, d->buf, 512, 1, 0) == 0 && pattern_ok(d->buf, 0, 1), "read-only disk unchanged");
+    } else {
+        /* Write by interrupt, flush, read back by polling. */
+        const char *msg = "written by the test guest";
+        for (int i = 0; i < 512; i++) d->buf2[i] = (u8)msg[i % 25];
+        CHECK(blk_request(d, 1, 100, d->buf2, 512, 0, 1) == 0, "write status");
+        CHECK(blk_request(d, 4, 0, NULL, 0, 0, 1) == 0, "flush status");
+        memset(d->buf, 0, 512);
+        CHECK(blk_request(d, 0, 100, d->buf, 512, 1, 0) == 0 && memcmp(d->buf, d->buf2, 512) == 0, "read back");
+        /* Write-zeroes with unmap over 4 KiB at sector 2048: a hole in the image. */
+        if ((d->features & (1ULL << 14)) && cap >= 2056) {
+            struct { u64 sector; u32 num, flags; } range = { 2048, 8, 1 };
+            memcpy(d->buf2, &range, sizeof(range));
+            CHECK(blk_request(d, 13, 0, d->buf2, 16, 0, 0) == 0, "write-zeroes status");
+            memset(d->buf, 0xff, 4096);
+            CHECK(blk_request(d, 0, 2048, d->buf, 4096, 1, 0) == 0, "read zeroed range");
+            int zero = 1;
+            for (int i = 0; i < 4096; i++) if (d->buf[i]) zero = 0;
+            CHECK(zero, "write-zeroes range reads as zeroes");
+        }
+        test_garbage(d);
+    }
+    puts("guest: disk");
+    put_dec(index);
+    puts(" done\n");
+}
+
+/* ---- serial input ---- */
+
+static void test_input(void) {
+    puts("guest: ready for input\n");
+    char line[32];
+    int n = 0;
+    u64 spins = 0;
+    while (n < (int)sizeof(line) - 1) {
+        if (inb(COM1 + 5) & 1) {
+            char c = (char)inb(COM1);
+            if (c == '\n' || c == '\r') break;
+            line[n++] = c;
+            continue;
+        }
+        /* Each LSR read is a VM exit, so this is seconds, not spins. */
+        if (++spins > 3000000) { fail("no serial input"); return; }
+    }
+    line[n] = 0;
+    puts("guest: got input '");
+    puts(line);
+    puts("'\n");
+}
+
+/* ---- modes ---- */
+
+static void power_off(struct hvm_start_info *si) {
+    struct acpi_info ai;
+    check_acpi(si, &ai);
+    if (!ai.sleep_port || !ai.s5_type) { fail("no ACPI sleep control or _S5"); guest_exit(1); }
+    puts("guest: powering off\n");
+    outb(ai.sleep_port, (u8)((ai.s5_type << 2) | 0x20));
+    fail("still running after power-off");
+    guest_exit(1);
+}
+
+void guest_main(struct hvm_start_info *si) {
+    if (si && si->magic == 0x336ec578 && si->cmdline_paddr) cmdline = (const char *)si->cmdline_paddr;
+    puts("guest: hello, cmdline '");
+    puts(cmdline);
+    puts("'\n");
+
+    if (option("bench")) {
+        if (option("hold")) {
+            puts("guest: bench done\n");
+            for (;;) __asm__ volatile("cli; hlt");
+        }
+        guest_exit(0);
+    }
+    if (option("memtouch")) {
+        /* Writes and reads back N MiB from 16 MiB up: a crude memory speed probe. */
+        u64 mib = option_num("memtouch", 16);
+        volatile u64 *p = (volatile u64 *)0x1000000ULL;
+        u64 words = mib << 17;
+        for (int pass = 0; pass < 4; pass++)
+            for (u64 i = 0; i < words; i++) p[i] = i ^ (u64)pass;
+        for (u64 i = 0; i < words; i++) CHECK(p[i] == (i ^ 3), "memtouch readback");
+        puts("guest: memtouch done\n");
+        guest_exit(failures ? 1 : 0);
+    }
+    if (option("idle")) {
+        puts("guest: idle\n");
+        for (;;) __asm__ volatile("cli; hlt");
+    }
+    if (option("crash")) {
+        puts("guest: crashing\n");
+        struct { u16 limit; u64 base; } __attribute__((packed)) none = { 0, 0 };
+        __asm__ volatile("lidt %0; ud2" ::"m"(none));
+    }
+    if (option("reboot")) {
+        puts("guest: rebooting\n");
+        outb(0x64, 0xfe);
+        fail("still running after reset");
+        guest_exit(1);
+    }
+    if (option("poweroff")) power_off(si);
+
+    setup_interrupts();
+    struct acpi_info ai;
+    check_acpi(si, &ai);
+    int mp_cpus = check_mptable();
+    u64 want = option_num("expect_cpus", 0);
+    if (want) {
+        CHECK((u64)ai.cpus == want, "ACPI CPU count");
+        CHECK((u64)mp_cpus == want, "MP table CPU count");
+    }
+    scan_pci(ai.ecam);
+    puts("guest: virtio-blk disks=");
+    put_dec(ndisks);
+    putc('\n');
+    if (!option("tables")) {
+        for (int i = 0; i < ndisks; i++) test_disk(i);
+        if (!option("noinput")) test_input();
+    }
+    if (failures) {
+        puts("guest: FAILED\n");
+        guest_exit(1);
+    }
+    puts("guest: PASS\n");
+    guest_exit(0);
+}
