@@ -1,0 +1,146 @@
+//! What every verb needs: the state directory, which cluster (and node) is meant, and the lock.
+
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+
+use crate::cluster::Cluster;
+use crate::state::lock::{self, Lock};
+use crate::state::{ClusterDir, Home};
+use crate::store::Images;
+
+pub struct Context {
+    pub home: Home,
+    pub cluster_flag: Option<String>,
+    pub lock_timeout: Duration,
+}
+
+/// A cluster with state, locked for as long as this lives.
+pub struct Locked {
+    pub dir: ClusterDir,
+    pub cluster: Cluster,
+    _lock: Lock,
+}
+
+impl Locked {
+    pub fn images(&self) -> anyhow::Result<Images> {
+        crate::state::read_json::<Images>(&self.dir.images_path())?.with_context(|| {
+            format!(
+                "cluster {} has no images recorded: run vmctl up {} again",
+                self.cluster.name, self.cluster.name
+            )
+        })
+    }
+}
+
+impl Context {
+    pub fn new(cluster_flag: Option<String>, lock_timeout_secs: u64) -> Self {
+        Context {
+            home: Home::from_env(),
+            cluster_flag,
+            lock_timeout: Duration::from_secs(lock_timeout_secs),
+        }
+    }
+
+    pub fn lock(&self, dir: &ClusterDir, doing: &str) -> anyhow::Result<Lock> {
+        dir.create()?;
+        Ok(lock::acquire(
+            &dir.lock_path(),
+            &format!("cluster {}", dir.name),
+            doing,
+            self.lock_timeout,
+        )?)
+    }
+
+    /// The cluster meant by `explicit`, the -c flag, or the only one there is.
+    pub fn cluster_name(&self, explicit: Option<&str>) -> anyhow::Result<String> {
+        if let Some(n) = explicit.or(self.cluster_flag.as_deref()) {
+            return Ok(n.to_string());
+        }
+        let all = self.home.clusters();
+        match all.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => bail!(
+                "no cluster has been brought up under {}: run vmctl up NAME first",
+                self.home.root.display()
+            ),
+            many => bail!(
+                "several clusters exist ({}): pick one with -c NAME",
+                many.join(", ")
+            ),
+        }
+    }
+
+    /// Locks a cluster that has state and loads it.
+    pub fn open(&self, name: &str, doing: &str) -> anyhow::Result<Locked> {
+        let dir = self.home.cluster(name);
+        if !dir.exists() {
+            let known = self.home.clusters();
+            bail!(
+                "there is no cluster {name:?} under {}{}",
+                self.home.root.display(),
+                if known.is_empty() {
+                    ": run vmctl up NAME first".to_string()
+                } else {
+                    format!(" (there is: {})", known.join(", "))
+                }
+            );
+        }
+        let lock = self.lock(&dir, doing)?;
+        let cluster = dir
+            .load()?
+            .with_context(|| format!("cluster {name} vanished while waiting for its lock"))?;
+        Ok(Locked {
+            dir,
+            cluster,
+            _lock: lock,
+        })
+    }
+
+    /// Splits a NODE argument (`core-1`, `demo:core-1`, `demo-core-1`) into cluster and node.
+    pub fn node_ref(&self, arg: &str) -> anyhow::Result<(String, String)> {
+        if let Some((c, n)) = arg.split_once(':') {
+            return Ok((c.to_string(), n.to_string()));
+        }
+        if let Some(c) = self.cluster_flag.as_deref() {
+            let n = arg
+                .strip_prefix(&format!("{c}-"))
+                .filter(|_| !self.node_exists(c, arg));
+            return Ok((c.to_string(), n.unwrap_or(arg).to_string()));
+        }
+        // A bare node name in the only cluster, or a systemd instance CLUSTER-NODE.
+        let mut matches: Vec<(String, String)> = Vec::new();
+        for c in self.home.clusters() {
+            if self.node_exists(&c, arg) {
+                matches.push((c.clone(), arg.to_string()));
+            }
+            if let Some(n) = arg.strip_prefix(&format!("{c}-"))
+                && self.node_exists(&c, n)
+            {
+                matches.push((c.clone(), n.to_string()));
+            }
+        }
+        match matches.len() {
+            1 => Ok(matches.remove(0)),
+            0 => bail!(
+                "no node {arg:?} in {}: see vmctl status",
+                match self.home.clusters().as_slice() {
+                    [] => "any cluster (none is up)".to_string(),
+                    cs => format!("cluster(s) {}", cs.join(", ")),
+                }
+            ),
+            _ => bail!(
+                "{arg:?} could mean {}: write it as CLUSTER:NODE",
+                matches
+                    .iter()
+                    .map(|(c, n)| format!("{c}:{n}"))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ),
+        }
+    }
+
+    fn node_exists(&self, cluster: &str, node: &str) -> bool {
+        matches!(self.home.cluster(cluster).load(), Ok(Some(c)) if c.node(node).is_some())
+    }
+}

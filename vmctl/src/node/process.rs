@@ -1,0 +1,228 @@
+//! Starting and stopping a node's VMM, and noticing one that died without cleaning up.
+
+use std::fs::OpenOptions;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rustix::process::{Pid, Signal, kill_process};
+use thiserror::Error;
+
+use crate::api::{self, Request};
+use crate::state::NodeDir;
+use crate::state::pidfile::{self, Liveness, PidRecord};
+use crate::vmm_args::VmmInvocation;
+
+#[derive(Debug, Error)]
+pub enum ProcessError {
+    #[error("{node}: {err}")]
+    Args {
+        node: String,
+        err: crate::vmm_args::ArgsError,
+    },
+    #[error("{node}: cannot start the VMM {vmm}: {err}")]
+    Spawn {
+        node: String,
+        vmm: String,
+        err: std::io::Error,
+    },
+    #[error("{node}: cannot write {path}: {err}")]
+    Write {
+        node: String,
+        path: std::path::PathBuf,
+        err: std::io::Error,
+    },
+    #[error("{node}: the VMM exited at once ({status}): {last}")]
+    Died {
+        node: String,
+        status: String,
+        last: String,
+    },
+}
+
+/// The node's VMM state, with a stale pid file and socket (a VMM killed with `kill -9`, or a
+/// host crash) removed on the way: after this, `Running` or nothing.
+pub fn liveness(dir: &NodeDir) -> Liveness {
+    match pidfile::check(&dir.pid_file()) {
+        Liveness::Stale(rec) => {
+            tracing::info!(
+                "{}: the VMM (pid {}) is gone without cleaning up; removing its pid file and socket",
+                dir.name,
+                rec.pid
+            );
+            clean(dir);
+            Liveness::Stale(rec)
+        }
+        other => other,
+    }
+}
+
+pub fn clean(dir: &NodeDir) {
+    let _ = std::fs::remove_file(dir.pid_file());
+    let _ = std::fs::remove_file(dir.api_socket());
+}
+
+fn command(vmm: &Path, inv: &VmmInvocation, dir: &NodeDir) -> Result<Command, ProcessError> {
+    let args = inv.args().map_err(|err| ProcessError::Args {
+        node: dir.name.clone(),
+        err,
+    })?;
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.vmm_log())
+        .map_err(|err| ProcessError::Write {
+            node: dir.name.clone(),
+            path: dir.vmm_log(),
+            err,
+        })?;
+    let log2 = log.try_clone().map_err(|err| ProcessError::Write {
+        node: dir.name.clone(),
+        path: dir.vmm_log(),
+        err,
+    })?;
+    // A socket left by a VMM that died would make the new one fail to bind.
+    let _ = std::fs::remove_file(dir.api_socket());
+    let mut cmd = Command::new(vmm);
+    cmd.args(args).stdin(Stdio::null()).stdout(log).stderr(log2);
+    Ok(cmd)
+}
+
+fn spawned(dir: &NodeDir, vmm: &Path, child: &Child) -> Result<PidRecord, ProcessError> {
+    let rec = pidfile::record_for(child.id()).unwrap_or(PidRecord {
+        pid: child.id(),
+        start_time: 0,
+    });
+    pidfile::write(&dir.pid_file(), rec).map_err(|err| ProcessError::Write {
+        node: dir.name.clone(),
+        path: dir.pid_file(),
+        err,
+    })?;
+    tracing::info!("{}: started {} (pid {})", dir.name, vmm.display(), rec.pid);
+    Ok(rec)
+}
+
+/// Starts the VMM in its own session, so it outlives this vmctl and the terminal.
+pub fn spawn_detached(
+    vmm: &Path,
+    inv: &VmmInvocation,
+    dir: &NodeDir,
+) -> Result<PidRecord, ProcessError> {
+    let mut cmd = command(vmm, inv, dir)?;
+    // SAFETY: setsid() is async-signal-safe and touches no memory of the parent; it is the only
+    // thing run between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| rustix::process::setsid().map(|_| ()).map_err(Into::into));
+    }
+    let spawn_err = |err| ProcessError::Spawn {
+        node: dir.name.clone(),
+        vmm: vmm.display().to_string(),
+        err,
+    };
+    let mut child = cmd.spawn().map_err(spawn_err)?;
+    let rec = spawned(dir, vmm, &child)?;
+    // Catch a VMM that rejects its configuration at once, while we can still say why.
+    std::thread::sleep(Duration::from_millis(200));
+    if let Ok(Some(status)) = child.try_wait() {
+        clean(dir);
+        return Err(ProcessError::Died {
+            node: dir.name.clone(),
+            status: status.to_string(),
+            last: last_line(&dir.vmm_log()),
+        });
+    }
+    Ok(rec)
+}
+
+/// Starts the VMM as a child of this process (`vmctl run`).
+pub fn spawn_child(vmm: &Path, inv: &VmmInvocation, dir: &NodeDir) -> Result<Child, ProcessError> {
+    let mut cmd = command(vmm, inv, dir)?;
+    // Its own process group: a terminal's Ctrl-C reaches vmctl run only, which asks for a
+    // graceful stop instead of both racing.
+    cmd.process_group(0);
+    let child = cmd.spawn().map_err(|err| ProcessError::Spawn {
+        node: dir.name.clone(),
+        vmm: vmm.display().to_string(),
+        err,
+    })?;
+    spawned(dir, vmm, &child)?;
+    Ok(child)
+}
+
+/// The last non-empty line of a log, for one-line errors.
+pub fn last_line(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(|l| l.trim().to_string())
+        })
+        .unwrap_or_else(|| format!("no output (see {})", path.display()))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// It was not running.
+    NotRunning,
+    /// It was gone already; its stale pid file and socket were removed.
+    StaleCleaned,
+    /// The guest powered off (or the VMM exited) within the timeout.
+    Graceful,
+    /// It did not stop within the timeout and was killed.
+    Killed,
+}
+
+fn signal(rec: PidRecord, sig: Signal) {
+    // Re-checked right before signalling: never signal a pid that now belongs to someone else.
+    if pidfile::start_time(rec.pid) == Some(rec.start_time)
+        && let Some(pid) = i32::try_from(rec.pid).ok().and_then(Pid::from_raw)
+    {
+        let _ = kill_process(pid, sig);
+    }
+}
+
+fn wait_gone(rec: PidRecord, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if pidfile::start_time(rec.pid) != Some(rec.start_time) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Asks the guest to power off (API `shutdown`, else SIGTERM, which the VMM turns into the
+/// same), waits up to `timeout`, then kills the VMM.
+pub fn stop(dir: &NodeDir, timeout: Duration) -> Stopped {
+    let rec = match liveness(dir) {
+        Liveness::None => return Stopped::NotRunning,
+        Liveness::Stale(_) => return Stopped::StaleCleaned,
+        Liveness::Running(rec) => rec,
+    };
+    let asked = api::Client::connect(&dir.api_socket(), Duration::from_secs(2))
+        .and_then(|mut c| c.call(&Request::Shutdown))
+        .is_ok();
+    if !asked {
+        signal(rec, Signal::TERM);
+    }
+    let outcome = if wait_gone(rec, timeout) {
+        Stopped::Graceful
+    } else {
+        tracing::warn!(
+            "{}: still running after {}s; stopping it hard",
+            dir.name,
+            timeout.as_secs()
+        );
+        signal(rec, Signal::KILL);
+        wait_gone(rec, Duration::from_secs(5));
+        Stopped::Killed
+    };
+    clean(dir);
+    outcome
+}
