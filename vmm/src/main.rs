@@ -53,8 +53,20 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
 
 fn main() {
     vmm::boot_marker::mark_start();
-    // clap prints usage errors itself and exits with 2.
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                e.exit();
+            }
+            // One line, like every other error; clap's own rendering adds usage text.
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("{first} (see vmm --help)");
+            std::process::exit(STATUS_CONFIG_ERROR);
+        }
+    };
     let status = match run(cli) {
         Ok(status) => status,
         Err(e) => {
