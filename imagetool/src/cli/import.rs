@@ -20,8 +20,8 @@ pub struct Args {
     output: PathBuf,
     /// Final apparent size of IMAGE (e.g. 20G): the content, then a hole up to SIZE. Content
     /// longer than SIZE is an error. Default: the content's length.
-    #[arg(long, value_name = "BYTES", value_parser = parse_size)]
-    size: Option<u64>,
+    #[arg(long, value_name = "BYTES")]
+    size: Option<String>,
     /// The SHA-256 the content must have: a sha256sum file, or the 64 hex digits themselves.
     /// Default: IN.sha256 if it exists (never for standard input).
     #[arg(long, value_name = "FILE|SHA256")]
@@ -51,10 +51,6 @@ impl From<FormatArg> for Format {
     }
 }
 
-fn parse_size(text: &str) -> Result<u64, String> {
-    imagetool::size::parse(text).map_err(|e| e.to_string())
-}
-
 /// Where the expected digest came from, for the summary.
 enum DigestSource {
     Given(String),
@@ -67,6 +63,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.output.as_os_str() == "-" {
         bail!("import writes a sparse file, which standard output cannot be: give -o IMAGE");
     }
+    // Parsed here rather than by clap, whose errors span several lines.
+    let size = args
+        .size
+        .as_deref()
+        .map(imagetool::size::parse)
+        .transpose()?;
     let (expected, source) = expected_digest(&args, from_stdin)?;
     let overwrite = if args.force {
         Overwrite::Allow
@@ -96,7 +98,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let opts = ImportOptions {
         format: args.format.map(Format::from),
-        size: args.size,
+        size,
         expected_sha256: expected,
         overwrite,
         progress: imagetool::progress::bytes(len, "import"),
@@ -111,7 +113,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         },
         e => anyhow::Error::new(e),
     });
-    let report = report.with_context(|| format!("cannot import {}", args.input.display()))?;
+    let report = report.with_context(|| {
+        if from_stdin {
+            "cannot import standard input".to_string()
+        } else {
+            format!("cannot import {}", args.input.display())
+        }
+    })?;
     print!("{}", summary(&args.output, &report, &source));
     Ok(())
 }
@@ -161,11 +169,17 @@ fn read_digest_file(path: &Path) -> anyhow::Result<String> {
 }
 
 fn summary(image: &Path, r: &ImportReport, source: &DigestSource) -> String {
-    let check = match source {
-        DigestSource::Given(from) => format!("verified against {from}"),
-        DigestSource::Beside(p) => format!("verified against {}", p.display()),
-        DigestSource::None => {
-            "not verified: no --digest given and no digest file beside the input".into()
+    let record = "the stream's end record";
+    let check = match (source, r.sealed) {
+        (DigestSource::Given(from), false) => format!("verified against {from}"),
+        (DigestSource::Given(from), true) => format!("verified against {from} and {record}"),
+        (DigestSource::Beside(p), false) => format!("verified against {}", p.display()),
+        (DigestSource::Beside(p), true) => {
+            format!("verified against {} and {record}", p.display())
+        }
+        (DigestSource::None, true) => format!("verified against {record}"),
+        (DigestSource::None, false) => {
+            "not verified: no --digest given, no digest file beside the input, no end record".into()
         }
     };
     format!(

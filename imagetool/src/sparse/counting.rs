@@ -1,6 +1,6 @@
 //! Byte counters for the two ends of a stream.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io::{self, Read, Write};
 use std::rc::Rc;
 
@@ -37,9 +37,24 @@ impl<W: Write> Write for CountingWriter<W> {
 pub(crate) struct ReadStats {
     bytes: Rc<Cell<u64>>,
     failed: Rc<Cell<bool>>,
+    tail: Rc<RefCell<Vec<u8>>>,
+    tail_len: usize,
 }
 
 impl ReadStats {
+    /// Stats that also keep the last `tail_len` bytes read.
+    pub(crate) fn with_tail(tail_len: usize) -> Self {
+        Self {
+            tail_len,
+            ..Self::default()
+        }
+    }
+
+    /// The last bytes read, up to the length given to [`Self::with_tail`].
+    pub(crate) fn tail(&self) -> Vec<u8> {
+        self.tail.borrow().clone()
+    }
+
     pub(crate) fn bytes(&self) -> u64 {
         self.bytes.get()
     }
@@ -50,8 +65,8 @@ impl ReadStats {
     }
 }
 
-/// Counts the bytes read from the input (the compressed size of an import) and remembers
-/// whether the input itself returned an error.
+/// Counts the bytes read from the input (the compressed size of an import), remembers whether
+/// the input itself returned an error, and keeps its last bytes, where an end record would be.
 pub(crate) struct CountingReader<R> {
     inner: R,
     stats: ReadStats,
@@ -68,6 +83,13 @@ impl<R: Read> Read for CountingReader<R> {
         match self.inner.read(buf) {
             Ok(n) => {
                 self.stats.bytes.set(self.stats.bytes.get() + n as u64);
+                let keep = self.stats.tail_len;
+                if keep > 0 {
+                    let mut tail = self.stats.tail.borrow_mut();
+                    tail.extend_from_slice(&buf[n.saturating_sub(keep)..n]);
+                    let excess = tail.len().saturating_sub(keep);
+                    tail.drain(..excess);
+                }
                 Ok(n)
             }
             Err(e) => {

@@ -89,6 +89,17 @@ impl<W: Write> StreamEncoder<W> {
         self.inline_zeros(n & ((1 << MIN_SHIFT) - 1))
     }
 
+    /// Writes a complete member/frame made elsewhere (see [`super::trailer`]) as it is.
+    pub(crate) fn whole_member(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.close()?;
+        let State::Idle(w) = &mut self.state else {
+            return Err(broken());
+        };
+        w.write_all(bytes)?;
+        self.emitted = true;
+        Ok(())
+    }
+
     /// Ends the stream and returns the writer.
     pub(crate) fn finish(mut self) -> io::Result<W> {
         if self.format != Format::Raw && !self.emitted {

@@ -62,6 +62,14 @@ pub enum SparseError {
         "sha256 mismatch: the content hashes to {actual} but the digest says {expected}: the input is corrupt or the digest belongs to another file"
     )]
     DigestMismatch { expected: String, actual: String },
+    #[error(
+        "sha256 mismatch: the content hashes to {actual} but the stream's end record says {recorded}: the input is corrupt"
+    )]
+    RecordedDigestMismatch { recorded: String, actual: String },
+    #[error(
+        "the stream's end record says {recorded} bytes of content but it holds {actual}: the input is corrupt or two streams were joined"
+    )]
+    LengthMismatch { recorded: u64, actual: u64 },
     #[error("cannot start the hashing thread: {0}")]
     Thread(io::Error),
     #[error("internal error: the hashing thread stopped")]

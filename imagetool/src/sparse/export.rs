@@ -11,7 +11,7 @@ use super::counting::CountingWriter;
 use super::encoder::StreamEncoder;
 use super::hasher::BackgroundHasher;
 use super::zeros::Runs;
-use super::{DataExtents, Format, SparseError};
+use super::{DataExtents, Format, SparseError, trailer};
 
 /// Data is read in pieces of this size, at offsets that are multiples of it.
 const CHUNK: usize = 1 << 20;
@@ -81,6 +81,9 @@ pub fn export(
         data_bytes: 0,
         zero_data_bytes: 0,
     };
+    if let Some(leader) = trailer::leader(opts.format) {
+        job.enc.whole_member(&leader).map_err(SparseError::output)?;
+    }
     let mut pos = 0;
     let mut extents = 0;
     for extent in DataExtents::new(&file, size) {
@@ -102,9 +105,12 @@ pub fn export(
     } = job;
     let mut enc = enc;
     enc.zeros(pending_zeros).map_err(SparseError::output)?;
+    let sha256 = hasher.finish()?;
+    if let Some(record) = trailer::end(opts.format, size, &sha256) {
+        enc.whole_member(&record).map_err(SparseError::output)?;
+    }
     let mut counted = enc.finish().map_err(SparseError::output)?;
     counted.flush().map_err(SparseError::output)?;
-    let sha256 = hasher.finish()?;
     tracing::debug!("exported {extents} data extents");
     Ok(ExportReport {
         format: opts.format,

@@ -11,13 +11,16 @@ use super::counting::{CountingReader, ReadStats};
 use super::format::MAGIC_LEN;
 use super::hasher::BackgroundHasher;
 use super::zeros::Runs;
-use super::{Format, SparseError};
+use super::{Format, SparseError, trailer};
 use crate::atomic::{AtomicFile, Overwrite};
 
 /// Content is decompressed in pieces of this size, at offsets that are multiples of it.
 const CHUNK: usize = 1 << 20;
 /// Used when the file system does not say its block size, or says something odd.
 const FALLBACK_BLOCK: usize = 4096;
+/// How much of the input's start is read before choosing a decoder: the magic number, or a
+/// whole leader record (see [`trailer`]).
+const HEAD_LEN: usize = 64;
 
 /// How to import.
 #[derive(Clone, Debug)]
@@ -64,6 +67,9 @@ pub struct ImportReport {
     pub sha256: String,
     /// Whether `expected_sha256` was given (and so matched).
     pub verified: bool,
+    /// Whether the stream ended with imagetool's record of its length and SHA-256 (and so
+    /// matched): true for gzip and zstd streams from [`super::export`].
+    pub sealed: bool,
 }
 
 /// Reads a gzip, zstd or raw stream from `input` into a new sparse file at `dest`. The image is
@@ -75,15 +81,16 @@ pub fn import(
     opts: &ImportOptions,
 ) -> Result<ImportReport, SparseError> {
     let expected = opts.expected_sha256.as_deref().map(str::to_ascii_lowercase);
-    let stats = ReadStats::default();
+    let stats = ReadStats::with_tail(trailer::MAX_RECORD);
     let mut counted = CountingReader::new(input, stats.clone());
-    let mut head = vec![0u8; MAGIC_LEN];
+    let mut head = vec![0u8; HEAD_LEN.max(MAGIC_LEN)];
     let head_len = fill(&mut counted, &mut head).map_err(|(_, err)| SparseError::ReadInput(err))?;
     head.truncate(head_len);
     let format = match opts.format {
         Some(f) => f,
         None => Format::detect(&head)?,
     };
+    let sealed = trailer::has_leader(format, &head);
     let source = Cursor::new(head).chain(counted);
     let mut decoder: Box<dyn Read + '_> = match format {
         Format::Gzip => Box::new(flate2::read::MultiGzDecoder::new(source)),
@@ -164,12 +171,40 @@ pub fn import(
     let image_size = opts.size.unwrap_or(off);
     // Extends over trailing zero blocks, which were skipped, and up to the requested size.
     out.file().set_len(image_size).map_err(write_err)?;
+    // A sealed stream without its end record was cut, perhaps between two members.
+    let recorded = if sealed {
+        match trailer::parse_end(format, &stats.tail()) {
+            Some((len, sha)) if len == off => Some(sha),
+            Some((len, _)) => {
+                return Err(SparseError::LengthMismatch {
+                    recorded: len,
+                    actual: off,
+                });
+            }
+            None => {
+                return Err(SparseError::Truncated {
+                    format,
+                    offset: off,
+                });
+            }
+        }
+    } else {
+        None
+    };
     let sha256 = hasher.finish()?;
     if let Some(expected) = &expected
         && *expected != sha256
     {
         return Err(SparseError::DigestMismatch {
             expected: expected.clone(),
+            actual: sha256,
+        });
+    }
+    if let Some(recorded) = recorded
+        && recorded != sha256
+    {
+        return Err(SparseError::RecordedDigestMismatch {
+            recorded,
             actual: sha256,
         });
     }
@@ -186,6 +221,7 @@ pub fn import(
         allocated_bytes,
         sha256,
         verified: expected.is_some(),
+        sealed,
     })
 }
 

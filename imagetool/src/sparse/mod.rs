@@ -9,6 +9,9 @@
 //!
 //! The SHA-256 covers every byte of the raw content, holes included, so it equals what
 //! `sha256sum` prints for the image; it is computed on its own thread beside the compression.
+//! gzip and zstd exports open with a leader and close with a record of the content's length and
+//! SHA-256, both of a kind stock tools skip, so that import catches a stream cut between two
+//! members and checks the digest even when the stream arrives on a pipe.
 
 mod counting;
 mod encoder;
@@ -18,6 +21,7 @@ mod extents;
 mod format;
 mod hasher;
 mod import;
+mod trailer;
 mod zeros;
 
 pub use error::SparseError;
