@@ -42,6 +42,9 @@ pub(crate) fn parse_end(format: Format, tail: &[u8]) -> Option<(u64, String)> {
         std::str::from_utf8(tail.get(at + prefix.len()..at + end_payload(0, "").len())?).ok()?;
     let (size, sha) = fields.split_once(" sha256=")?;
     let size: u64 = size.parse().ok()?;
+    if !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
     let sha = sha.to_string();
     // Believe it only if the input ends with exactly the record those values make.
     let record = end(format, size, &sha)?;
@@ -105,11 +108,17 @@ mod tests {
             );
             // Anything after the record, or a damaged record, means there is no end record.
             assert_eq!(parse_end(format, &[rec.clone(), vec![0]].concat()), None);
+            let mark_at = rec.windows(MARK.len()).position(|w| w == MARK).unwrap();
             let mut bad = rec.clone();
-            let last = bad.len() - 1;
-            bad[last] ^= 1;
+            bad[mark_at + 3] ^= 1;
             assert_eq!(parse_end(format, &bad), None);
             assert_eq!(parse_end(format, &rec[1..]), None);
+            // A damaged digest parses (zstd frames carry no checksum) as a different digest, which
+            // then fails the comparison with the content's.
+            let mut bad = rec.clone();
+            let last = bad.len() - if format == Format::Gzip { 13 } else { 1 };
+            bad[last] = b'x';
+            assert_eq!(parse_end(format, &bad), None, "not hex");
         }
         assert!(leader(Format::Raw).is_none());
     }
