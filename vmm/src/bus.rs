@@ -45,10 +45,10 @@ impl Bus {
         };
         let mut ranges = write(&self.ranges);
         let before = ranges.range(..end).next_back();
-        if let Some((b, r)) = before {
-            if b + r.len > base {
-                return Err(BusError::Overlap { base, len });
-            }
+        if let Some((b, r)) = before
+            && b + r.len > base
+        {
+            return Err(BusError::Overlap { base, len });
         }
         ranges.insert(base, Range { len, device });
         Ok(())

@@ -31,12 +31,16 @@ impl DeviceEventLoop {
     /// Runs the loop on its own thread until the process exits; a failure of the loop itself
     /// stops the VM with a VMM error.
     pub fn spawn(mut self, exit: ExitNotifier) -> std::io::Result<JoinHandle<()>> {
-        std::thread::Builder::new().name("vmm-io".to_owned()).spawn(move || loop {
-            // run() already retries on EINTR.
-            if let Err(e) = self.manager.run() {
-                exit.notify(VmExit::VmmError(format!("device event loop failed: {e:?}")));
-                return;
-            }
-        })
+        std::thread::Builder::new()
+            .name("vmm-io".to_owned())
+            .spawn(move || {
+                loop {
+                    // run() already retries on EINTR.
+                    if let Err(e) = self.manager.run() {
+                        exit.notify(VmExit::VmmError(format!("device event loop failed: {e:?}")));
+                        return;
+                    }
+                }
+            })
     }
 }

@@ -12,7 +12,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{Arc, mpsc};
 
 pub const STATUS_POWER_OFF: i32 = 0;
 pub const STATUS_VMM_ERROR: i32 = 1;

@@ -13,7 +13,10 @@ pub enum MemoryError {
     #[error("cannot map {size} MiB of guest memory: {why}")]
     Map { size: u64, why: String },
     #[error("KVM rejected guest memory slot {slot}: {source}")]
-    Slot { slot: u32, source: kvm_ioctls::Error },
+    Slot {
+        slot: u32,
+        source: kvm_ioctls::Error,
+    },
 }
 
 /// The RAM ranges for `size` bytes: below the hole first, the rest from 4 GiB up.

@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 
-use kvm_bindings::{kvm_pit_config, KVM_PIT_SPEAKER_DUMMY};
+use kvm_bindings::{KVM_PIT_SPEAKER_DUMMY, kvm_pit_config};
 use kvm_ioctls::{Cap, Kvm, VmFd};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use crate::acpi::{self, AcpiError};
 use crate::boot::mptable::{self, MptableError};
@@ -26,7 +26,7 @@ use crate::config::{ConfigError, SerialConfig, VmConfig};
 use crate::console::escape::EscapeFilter;
 use crate::console::input::InputSource;
 use crate::console::output::SharedConnection;
-use crate::console::terminal::{stdin_is_terminal, RawTerminal};
+use crate::console::terminal::{RawTerminal, stdin_is_terminal};
 use crate::console::{SerialInput, SerialOutput};
 use crate::cpu::vcpu::{Vcpu, VcpuError};
 use crate::devices::acpi_pm::AcpiPm;
@@ -36,7 +36,7 @@ use crate::devices::debug_port::DebugPort;
 use crate::devices::i8042::I8042;
 use crate::devices::serial::SerialDevice;
 use crate::event_loop::DeviceEventLoop;
-use crate::exit::{ExitNotifier, VmExit, STATUS_CONFIG_ERROR, STATUS_VMM_ERROR};
+use crate::exit::{ExitNotifier, STATUS_CONFIG_ERROR, STATUS_VMM_ERROR, VmExit};
 use crate::interrupt::{InterruptError, KvmMsiRouter, LegacyIrq, MsiRouter};
 use crate::layout::{self, ports};
 use crate::memory::{self, GuestMemoryMmap, MemoryError};
@@ -105,7 +105,11 @@ impl Error {
             Error::Disk(_) => true,
             _ => false,
         };
-        if user { STATUS_CONFIG_ERROR } else { STATUS_VMM_ERROR }
+        if user {
+            STATUS_CONFIG_ERROR
+        } else {
+            STATUS_VMM_ERROR
+        }
     }
 }
 
@@ -166,8 +170,10 @@ fn create_vm(kvm: &Kvm, cpus: u8) -> Result<Arc<VmFd>, Error> {
         flags: KVM_PIT_SPEAKER_DUMMY,
         ..Default::default()
     };
-    vm.create_pit2(pit)
-        .map_err(|source| Error::Irqchip { what: "PIT", source })?;
+    vm.create_pit2(pit).map_err(|source| Error::Irqchip {
+        what: "PIT",
+        source,
+    })?;
     Ok(Arc::new(vm))
 }
 
@@ -212,7 +218,10 @@ fn console_for(config: &VmConfig) -> Result<Console, Error> {
                 }
                 // A socket left behind by an earlier VMM: refuse if someone still listens.
                 if std::os::unix::net::UnixStream::connect(path).is_ok() {
-                    return Err(serial_err(path, "another process is listening on it".to_owned()));
+                    return Err(serial_err(
+                        path,
+                        "another process is listening on it".to_owned(),
+                    ));
                 }
                 let _ = std::fs::remove_file(path);
             }
@@ -241,7 +250,12 @@ fn console_for(config: &VmConfig) -> Result<Console, Error> {
     })
 }
 
-fn insert_pio(pio: &Bus, dev: Arc<Mutex<dyn crate::bus::BusDevice>>, port: u16, len: u16) -> Result<(), Error> {
+fn insert_pio(
+    pio: &Bus,
+    dev: Arc<Mutex<dyn crate::bus::BusDevice>>,
+    port: u16,
+    len: u16,
+) -> Result<(), Error> {
     pio.insert(dev, u64::from(port), u64::from(len))?;
     Ok(())
 }
@@ -283,21 +297,58 @@ impl Vmm {
         let serial = Arc::new(Mutex::new(SerialDevice::new(
             LegacyIrq::new(&vm, layout::SERIAL_IRQ)?,
             console.output,
-            space_evt.try_clone().map_err(|e| Error::EventLoop(e.to_string()))?,
+            space_evt
+                .try_clone()
+                .map_err(|e| Error::EventLoop(e.to_string()))?,
         )));
         insert_pio(&pio, serial.clone(), ports::COM1, ports::COM1_LEN)?;
-        insert_pio(&pio, Arc::new(Mutex::new(I8042::new(exit.clone()))), ports::I8042_DATA, 5)?;
-        insert_pio(&pio, Arc::new(Mutex::new(Cmos::new())), ports::CMOS_INDEX, 2)?;
-        insert_pio(&pio, Arc::new(Mutex::new(DebugPort::new())), ports::DEBUG_PORT, 1)?;
-        insert_pio(&pio, Arc::new(Mutex::new(DebugExit::new(exit.clone()))), ports::DEBUG_EXIT, 1)?;
-        insert_pio(&pio, Arc::new(Mutex::new(AcpiPm::new(exit.clone()))), ports::ACPI_SLEEP_CONTROL, ports::ACPI_PM_LEN)?;
+        insert_pio(
+            &pio,
+            Arc::new(Mutex::new(I8042::new(exit.clone()))),
+            ports::I8042_DATA,
+            5,
+        )?;
+        insert_pio(
+            &pio,
+            Arc::new(Mutex::new(Cmos::new())),
+            ports::CMOS_INDEX,
+            2,
+        )?;
+        insert_pio(
+            &pio,
+            Arc::new(Mutex::new(DebugPort::new())),
+            ports::DEBUG_PORT,
+            1,
+        )?;
+        insert_pio(
+            &pio,
+            Arc::new(Mutex::new(DebugExit::new(exit.clone()))),
+            ports::DEBUG_EXIT,
+            1,
+        )?;
+        insert_pio(
+            &pio,
+            Arc::new(Mutex::new(AcpiPm::new(exit.clone()))),
+            ports::ACPI_SLEEP_CONTROL,
+            ports::ACPI_PM_LEN,
+        )?;
         if let Some(source) = console.input {
-            event_loop.add(Box::new(SerialInput::new(serial, source, space_evt, exit.clone())));
+            event_loop.add(Box::new(SerialInput::new(
+                serial,
+                source,
+                space_evt,
+                exit.clone(),
+            )));
         }
 
         // PCI and virtio-blk.
         let pci = Arc::new(Mutex::new(PciRoot::new(mmio.clone())));
-        insert_pio(&pio, Arc::new(Mutex::new(PciConfigIo::new(pci.clone()))), ports::PCI_CONFIG_ADDRESS, ports::PCI_CONFIG_LEN)?;
+        insert_pio(
+            &pio,
+            Arc::new(Mutex::new(PciConfigIo::new(pci.clone()))),
+            ports::PCI_CONFIG_ADDRESS,
+            ports::PCI_CONFIG_LEN,
+        )?;
         mmio.insert(
             Arc::new(Mutex::new(PciConfigMmio::new(pci.clone()))),
             layout::PCI_ECAM_START,
@@ -329,7 +380,15 @@ impl Vmm {
         // vCPUs.
         let mut vcpus = Vec::with_capacity(usize::from(config.cpus));
         for id in 0..config.cpus {
-            vcpus.push(Vcpu::new(&kvm, &vm, id, config.cpus, pio.clone(), mmio.clone(), exit.clone())?);
+            vcpus.push(Vcpu::new(
+                &kvm,
+                &vm,
+                id,
+                config.cpus,
+                pio.clone(),
+                mmio.clone(),
+                exit.clone(),
+            )?);
         }
         if let Some(bsp) = vcpus.first() {
             bsp.configure_bsp(&mem, entry)?;
@@ -372,7 +431,10 @@ impl Vmm {
         for disk in &self.disks {
             let d = lock(disk);
             if let Err(e) = d.flush() {
-                tracing::warn!("disk {}: final flush failed: {e}", d.disk().path().display());
+                tracing::warn!(
+                    "disk {}: final flush failed: {e}",
+                    d.disk().path().display()
+                );
             }
         }
         drop(self.terminal.take());

@@ -20,15 +20,25 @@ fn vmm(args: &[&str]) -> (Option<i32>, String, String) {
 fn assert_usage_error(args: &[&str], needle: &str) {
     let (code, _, err) = vmm(args);
     assert_eq!(code, Some(2), "{args:?}: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: not one line: {err}");
+    assert_eq!(
+        err.trim_end().lines().count(),
+        1,
+        "{args:?}: not one line: {err}"
+    );
     assert!(err.starts_with("error"), "{err}");
-    assert!(err.contains(needle), "{args:?}: expected '{needle}' in: {err}");
+    assert!(
+        err.contains(needle),
+        "{args:?}: expected '{needle}' in: {err}"
+    );
 }
 
 #[test]
 fn missing_kernel() {
     assert_usage_error(&[], "no kernel given");
-    assert_usage_error(&["--kernel", "/nonexistent/bzImage"], "/nonexistent/bzImage");
+    assert_usage_error(
+        &["--kernel", "/nonexistent/bzImage"],
+        "/nonexistent/bzImage",
+    );
 }
 
 #[test]
@@ -48,11 +58,25 @@ fn bad_values() {
     assert_usage_error(&["--kernel", k, "--cpus", "0"], "cpus");
     assert_usage_error(&["--kernel", k, "--cpus", "300"], "cpus");
     assert_usage_error(&["--kernel", k, "--memory", "8"], "memory");
-    assert_usage_error(&["--kernel", k, "--disk", "readonly=on"], "path=PATH is required");
-    assert_usage_error(&["--kernel", k, "--disk", "path=/nonexistent.img"], "/nonexistent.img");
-    assert_usage_error(&["--kernel", k, "--serial", "tty"], "stdio, off, file=PATH or socket=PATH");
     assert_usage_error(
-        &["--kernel", k, "--serial", "file=/nonexistent/dir/serial.log"],
+        &["--kernel", k, "--disk", "readonly=on"],
+        "path=PATH is required",
+    );
+    assert_usage_error(
+        &["--kernel", k, "--disk", "path=/nonexistent.img"],
+        "/nonexistent.img",
+    );
+    assert_usage_error(
+        &["--kernel", k, "--serial", "tty"],
+        "stdio, off, file=PATH or socket=PATH",
+    );
+    assert_usage_error(
+        &[
+            "--kernel",
+            k,
+            "--serial",
+            "file=/nonexistent/dir/serial.log",
+        ],
         "serial console",
     );
     assert_usage_error(&["--kernel", k, "--frobnicate"], "--frobnicate");
@@ -66,7 +90,10 @@ fn empty_disk_image_is_refused() {
     let d = dir.path().join("empty.img");
     std::fs::write(&d, "").unwrap();
     let disk = format!("path={}", d.display());
-    assert_usage_error(&["--kernel", k.to_str().unwrap(), "--disk", &disk], "512-byte sector");
+    assert_usage_error(
+        &["--kernel", k.to_str().unwrap(), "--disk", &disk],
+        "512-byte sector",
+    );
 }
 
 #[test]
@@ -77,7 +104,10 @@ fn config_file_errors() {
     assert_usage_error(&["--config", cfg.to_str().unwrap()], "unknown field `cpu`");
     std::fs::write(&cfg, "kernel: [unterminated\n").unwrap();
     assert_usage_error(&["--config", cfg.to_str().unwrap()], "vm.yaml");
-    assert_usage_error(&["--config", "/nonexistent/vm.yaml"], "cannot read config file");
+    assert_usage_error(
+        &["--config", "/nonexistent/vm.yaml"],
+        "cannot read config file",
+    );
 }
 
 #[test]
@@ -90,7 +120,12 @@ fn flags_override_the_config_file() {
     let notes = dir.path().join("notes.txt");
     std::fs::write(&notes, "not a kernel").unwrap();
     assert_usage_error(
-        &["--config", cfg.to_str().unwrap(), "--kernel", notes.to_str().unwrap()],
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--kernel",
+            notes.to_str().unwrap(),
+        ],
         "notes.txt is not a Linux kernel",
     );
 }
@@ -99,7 +134,14 @@ fn flags_override_the_config_file() {
 fn help_documents_exit_statuses_and_escape() {
     let (code, out, _) = vmm(&["--help"]);
     assert_eq!(code, Some(0));
-    for needle in ["--disk", "--serial", "--boot-marker", "Exit status", "Ctrl-A x", "32+V"] {
+    for needle in [
+        "--disk",
+        "--serial",
+        "--boot-marker",
+        "Exit status",
+        "Ctrl-A x",
+        "32+V",
+    ] {
         assert!(out.contains(needle), "--help lacks {needle}: {out}");
     }
 }

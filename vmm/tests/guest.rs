@@ -11,7 +11,7 @@ use std::os::unix::net::UnixStream;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{pattern_disk, run_vmm, test_guest, Running};
+use common::{Running, pattern_disk, run_vmm, test_guest};
 
 const IGNORE: &str = "needs /dev/kvm and the test guest; run by scripts/test.sh";
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -35,7 +35,19 @@ fn guest_drives_two_disks_and_reads_the_serial() {
     let disk1 = format!("path={},readonly=on,serial=guest-ro-1", d1.display());
     let g = guest();
     let r = run_vmm(
-        &["-v", "--kernel", &g, "--memory", "64", "--disk", &disk0, "--disk", &disk1, "--cmdline", "expect_cpus=1"],
+        &[
+            "-v",
+            "--kernel",
+            &g,
+            "--memory",
+            "64",
+            "--disk",
+            &disk0,
+            "--disk",
+            &disk1,
+            "--cmdline",
+            "expect_cpus=1",
+        ],
         b"ping\n",
         TIMEOUT,
     );
@@ -61,16 +73,32 @@ fn guest_drives_two_disks_and_reads_the_serial() {
     assert!(!out.contains("FAIL"), "{}", r.dump());
     // What the guest wrote is in the image; the write-zeroes range became a hole.
     let data = std::fs::read(&d0).unwrap();
-    let expect: Vec<u8> = b"written by the test guest".iter().cycle().take(512).copied().collect();
+    let expect: Vec<u8> = b"written by the test guest"
+        .iter()
+        .cycle()
+        .take(512)
+        .copied()
+        .collect();
     assert_eq!(&data[100 * 512..101 * 512], &expect[..]);
     assert!(data[2048 * 512..2056 * 512].iter().all(|b| *b == 0));
-    assert_eq!(data[2056 * 512], (2056 * 3) as u8, "only the requested range was zeroed");
+    assert_eq!(
+        data[2056 * 512],
+        (2056 * 3) as u8,
+        "only the requested range was zeroed"
+    );
     let blocks_after = std::fs::metadata(&d0).unwrap().blocks();
-    assert!(blocks_after < blocks_before, "no space released: {blocks_before} -> {blocks_after}");
+    assert!(
+        blocks_after < blocks_before,
+        "no space released: {blocks_before} -> {blocks_after}"
+    );
     // The read-only disk is untouched.
     assert_eq!(std::fs::read(&d1).unwrap(), d1_before);
     // The boot marker for the first guest instruction.
-    assert!(r.stderr.contains("first guest write to debug port 0x80"), "{}", r.dump());
+    assert!(
+        r.stderr.contains("first guest write to debug port 0x80"),
+        "{}",
+        r.dump()
+    );
 }
 
 #[test]
@@ -78,7 +106,16 @@ fn guest_drives_two_disks_and_reads_the_serial() {
 fn cpus_show_up_in_acpi_and_the_mp_table() {
     let g = guest();
     let r = run_vmm(
-        &["--kernel", &g, "--memory", "64", "--cpus", "3", "--cmdline", "tables expect_cpus=3"],
+        &[
+            "--kernel",
+            &g,
+            "--memory",
+            "64",
+            "--cpus",
+            "3",
+            "--cmdline",
+            "tables expect_cpus=3",
+        ],
         b"",
         TIMEOUT,
     );
@@ -91,10 +128,21 @@ fn cpus_show_up_in_acpi_and_the_mp_table() {
 #[ignore = "needs /dev/kvm and the test guest; run by scripts/test.sh"]
 fn exit_statuses() {
     let g = guest();
-    let run = |cmdline: &str| run_vmm(&["--kernel", &g, "--memory", "64", "--cmdline", cmdline], b"", TIMEOUT);
+    let run = |cmdline: &str| {
+        run_vmm(
+            &["--kernel", &g, "--memory", "64", "--cmdline", cmdline],
+            b"",
+            TIMEOUT,
+        )
+    };
 
     let r = run("poweroff");
-    assert_eq!(r.code(), Some(0), "ACPI S5 is a clean power-off\n{}", r.dump());
+    assert_eq!(
+        r.code(),
+        Some(0),
+        "ACPI S5 is a clean power-off\n{}",
+        r.dump()
+    );
     assert!(r.stdout.contains("guest: powering off"), "{}", r.dump());
 
     let r = run("reboot");
@@ -103,12 +151,20 @@ fn exit_statuses() {
     let r = run("crash");
     assert_eq!(r.code(), Some(4), "{}", r.dump());
     assert!(r.stderr.contains("triple fault"), "{}", r.dump());
-    assert!(r.stderr.contains("rip=0x"), "registers are logged\n{}", r.dump());
+    assert!(
+        r.stderr.contains("rip=0x"),
+        "registers are logged\n{}",
+        r.dump()
+    );
 
     // The guest's own failure: debug-exit value 1 maps to 33.
     let r = run("tables expect_cpus=9");
     assert_eq!(r.code(), Some(33), "{}", r.dump());
-    assert!(r.stdout.contains("guest: FAIL: ACPI CPU count"), "{}", r.dump());
+    assert!(
+        r.stdout.contains("guest: FAIL: ACPI CPU count"),
+        "{}",
+        r.dump()
+    );
 }
 
 #[test]
@@ -120,7 +176,18 @@ fn serial_file_and_boot_markers() {
     let g = guest();
     // Quiet by default, but --boot-marker shows both markers.
     let r = run_vmm(
-        &["--kernel", &g, "--memory", "64", "--serial", &serial, "--boot-marker", "virtio-blk disks=", "--cmdline", "tables"],
+        &[
+            "--kernel",
+            &g,
+            "--memory",
+            "64",
+            "--serial",
+            &serial,
+            "--boot-marker",
+            "virtio-blk disks=",
+            "--cmdline",
+            "tables",
+        ],
         b"",
         TIMEOUT,
     );
@@ -128,10 +195,32 @@ fn serial_file_and_boot_markers() {
     assert!(r.stdout.is_empty(), "serial went to the file: {}", r.dump());
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("guest: PASS"), "{text}");
-    assert!(r.stderr.contains("serial output matched 'virtio-blk disks='"), "{}", r.dump());
-    assert!(r.stderr.contains("first guest write to debug port 0x80"), "{}", r.dump());
+    assert!(
+        r.stderr
+            .contains("serial output matched 'virtio-blk disks='"),
+        "{}",
+        r.dump()
+    );
+    assert!(
+        r.stderr.contains("first guest write to debug port 0x80"),
+        "{}",
+        r.dump()
+    );
     // Without markers or -v, a successful run prints nothing on stderr.
-    let r = run_vmm(&["--kernel", &g, "--memory", "64", "--serial", "off", "--cmdline", "tables"], b"", TIMEOUT);
+    let r = run_vmm(
+        &[
+            "--kernel",
+            &g,
+            "--memory",
+            "64",
+            "--serial",
+            "off",
+            "--cmdline",
+            "tables",
+        ],
+        b"",
+        TIMEOUT,
+    );
     assert_eq!(r.code(), Some(32), "{}", r.dump());
     assert_eq!(r.stderr, "", "quiet by default");
 }
@@ -143,7 +232,10 @@ fn serial_over_a_unix_socket() {
     let sock = dir.path().join("console.sock");
     let serial = format!("socket={}", sock.display());
     let g = guest();
-    let vm = Running::spawn(&["--kernel", &g, "--memory", "64", "--serial", &serial], Stdio::null());
+    let vm = Running::spawn(
+        &["--kernel", &g, "--memory", "64", "--serial", &serial],
+        Stdio::null(),
+    );
     let deadline = Instant::now() + TIMEOUT;
     let mut conn = loop {
         match UnixStream::connect(&sock) {
@@ -179,7 +271,13 @@ fn escape_sequence_on_a_terminal_stops_the_vm() {
     let (mut master, mut slave) = (-1, -1);
     // SAFETY: openpty writes two descriptors; the other pointers may be null.
     let rc = unsafe {
-        libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null())
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
     };
     assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
     // SAFETY: freshly opened descriptors we own.
@@ -199,8 +297,16 @@ fn escape_sequence_on_a_terminal_stops_the_vm() {
     let deadline = Instant::now() + TIMEOUT;
     let fd = m.as_raw_fd();
     while !String::from_utf8_lossy(&seen).contains("guest: idle") {
-        assert!(Instant::now() < deadline, "no greeting: {}", String::from_utf8_lossy(&seen));
-        let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        assert!(
+            Instant::now() < deadline,
+            "no greeting: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: one valid pollfd.
         if unsafe { libc::poll(&mut pfd, 1, 100) } > 0 {
             let n = m.read(&mut buf).unwrap();
@@ -227,17 +333,53 @@ fn a_writable_disk_cannot_be_shared_by_two_vms() {
     pattern_disk(&d, 1 << 20);
     let disk = format!("path={}", d.display());
     let g = guest();
-    let first = Running::spawn(&["-v", "--kernel", &g, "--memory", "64", "--disk", &disk, "--serial", "off", "--cmdline", "idle"], Stdio::null());
+    let first = Running::spawn(
+        &[
+            "-v",
+            "--kernel",
+            &g,
+            "--memory",
+            "64",
+            "--disk",
+            &disk,
+            "--serial",
+            "off",
+            "--cmdline",
+            "idle",
+        ],
+        Stdio::null(),
+    );
     let deadline = Instant::now() + TIMEOUT;
     while !first.stderr().contains("first guest write") {
-        assert!(Instant::now() < deadline, "first VM did not start: {}", first.stderr());
+        assert!(
+            Instant::now() < deadline,
+            "first VM did not start: {}",
+            first.stderr()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let r = run_vmm(&["--kernel", &g, "--memory", "64", "--disk", &disk], b"", TIMEOUT);
+    let r = run_vmm(
+        &["--kernel", &g, "--memory", "64", "--disk", &disk],
+        b"",
+        TIMEOUT,
+    );
     assert_eq!(r.code(), Some(2), "{}", r.dump());
-    assert!(r.stderr.contains("in use by another process"), "{}", r.dump());
+    assert!(
+        r.stderr.contains("in use by another process"),
+        "{}",
+        r.dump()
+    );
     let ro = format!("path={},readonly=on", d.display());
-    let r2 = run_vmm(&["--kernel", &g, "--memory", "64", "--disk", &ro], b"", TIMEOUT);
-    assert_eq!(r2.code(), Some(2), "read-only users are locked out of a disk someone writes\n{}", r2.dump());
+    let r2 = run_vmm(
+        &["--kernel", &g, "--memory", "64", "--disk", &ro],
+        b"",
+        TIMEOUT,
+    );
+    assert_eq!(
+        r2.code(),
+        Some(2),
+        "read-only users are locked out of a disk someone writes\n{}",
+        r2.dump()
+    );
     first.wait_until(Duration::from_secs(1), |_, _| true);
 }

@@ -3,17 +3,17 @@
 //!
 //! Later devices (a power button, fw_cfg) add their `Device` objects in [`build_dsdt`].
 
+use acpi_tables::Aml;
 use acpi_tables::aml::{
-    AddressSpace, AddressSpaceCacheable, Device, EISAName, Interrupt, Memory32Fixed, Name,
-    Package, ResourceTemplate, IO,
+    AddressSpace, AddressSpaceCacheable, Device, EISAName, IO, Interrupt, Memory32Fixed, Name,
+    Package, ResourceTemplate,
 };
 use acpi_tables::sdt::Sdt;
-use acpi_tables::Aml;
 
 use super::{OEM_ID, OEM_REVISION};
 use crate::layout::{
-    ports, ACPI_S5_SLEEP_TYPE, PCI_ECAM_SIZE, PCI_ECAM_START, PCI_MMIO32_SIZE, PCI_MMIO32_START,
-    SERIAL_IRQ,
+    ACPI_S5_SLEEP_TYPE, PCI_ECAM_SIZE, PCI_ECAM_START, PCI_MMIO32_SIZE, PCI_MMIO32_START,
+    SERIAL_IRQ, ports,
 };
 
 fn pci_host_bridge(sink: &mut Vec<u8>) {
@@ -21,7 +21,11 @@ fn pci_host_bridge(sink: &mut Vec<u8>) {
     let bus = AddressSpace::new_bus_number(0u16, 0u16);
     let cfg_ports = IO::new(ports::PCI_CONFIG_ADDRESS, ports::PCI_CONFIG_ADDRESS, 1, 8);
     let io_low = AddressSpace::new_io(0u16, ports::PCI_CONFIG_ADDRESS - 1, None);
-    let io_high = AddressSpace::new_io(ports::PCI_CONFIG_ADDRESS + ports::PCI_CONFIG_LEN, 0xffffu16, None);
+    let io_high = AddressSpace::new_io(
+        ports::PCI_CONFIG_ADDRESS + ports::PCI_CONFIG_LEN,
+        0xffffu16,
+        None,
+    );
     let mmio = AddressSpace::new_memory(
         AddressSpaceCacheable::NotCacheable,
         true,
@@ -69,7 +73,10 @@ fn rtc(sink: &mut Vec<u8>) {
     let hid = EISAName::new("PNP0B00");
     Device::new(
         "_SB_.RTC_".into(),
-        vec![&Name::new("_HID".into(), &hid), &Name::new("_CRS".into(), &crs)],
+        vec![
+            &Name::new("_HID".into(), &hid),
+            &Name::new("_CRS".into(), &crs),
+        ],
     )
     .to_aml_bytes(sink);
 }
@@ -80,7 +87,12 @@ fn motherboard_resources(sink: &mut Vec<u8>) {
     let ecam = Memory32Fixed::new(false, PCI_ECAM_START as u32, PCI_ECAM_SIZE as u32);
     let debug = IO::new(ports::DEBUG_PORT, ports::DEBUG_PORT, 1, 1);
     let debug_exit = IO::new(ports::DEBUG_EXIT, ports::DEBUG_EXIT, 1, 1);
-    let pm = IO::new(ports::ACPI_SLEEP_CONTROL, ports::ACPI_SLEEP_CONTROL, 1, ports::ACPI_PM_LEN as u8);
+    let pm = IO::new(
+        ports::ACPI_SLEEP_CONTROL,
+        ports::ACPI_SLEEP_CONTROL,
+        1,
+        ports::ACPI_PM_LEN as u8,
+    );
     let crs = ResourceTemplate::new(vec![&ecam, &debug, &debug_exit, &pm]);
     let hid = EISAName::new("PNP0C02");
     Device::new(
@@ -124,13 +136,19 @@ mod tests {
     fn dsdt_declares_the_devices_and_s5() {
         let d = build_dsdt();
         assert_eq!(&d[0..4], b"DSDT");
-        assert_eq!(u32::from_le_bytes(d[4..8].try_into().unwrap()) as usize, d.len());
+        assert_eq!(
+            u32::from_le_bytes(d[4..8].try_into().unwrap()) as usize,
+            d.len()
+        );
         assert_eq!(sum(&d), 0);
         for name in [&b"PCI0"[..], b"COM1", b"RTC_", b"MRES", b"_S5_", b"_CRS"] {
             assert!(contains(&d, name), "{}", String::from_utf8_lossy(name));
         }
         // The 32-bit MMIO window's bounds appear as a DWord address space descriptor.
         assert!(contains(&d, &(PCI_MMIO32_START as u32).to_le_bytes()));
-        assert!(contains(&d, &((PCI_MMIO32_START + PCI_MMIO32_SIZE - 1) as u32).to_le_bytes()));
+        assert!(contains(
+            &d,
+            &((PCI_MMIO32_START + PCI_MMIO32_SIZE - 1) as u32).to_le_bytes()
+        ));
     }
 }

@@ -1,11 +1,11 @@
 //! FADT: hardware-reduced ACPI with sleep control/status and reset registers in I/O space.
 
+use acpi_tables::Aml;
 use acpi_tables::fadt::{FADTBuilder, Flags, PmProfile};
 use acpi_tables::gas::{AccessSize, AddressSpace, GAS};
-use acpi_tables::Aml;
 
 use super::{OEM_ID, OEM_REVISION};
-use crate::layout::{ports, ACPI_RESET_VALUE};
+use crate::layout::{ACPI_RESET_VALUE, ports};
 
 /// IA-PC boot architecture flags: no VGA, OS controls PCIe ASPM. The 8042 flag is left clear
 /// so Linux does not probe for a keyboard controller (ours only decodes the reset command).
@@ -13,7 +13,13 @@ const IAPC_BOOT_ARCH_VGA_NOT_PRESENT: u16 = 1 << 2;
 const IAPC_BOOT_ARCH_PCIE_ASPM_CONTROLS: u16 = 1 << 4;
 
 fn io_byte_register(port: u16) -> GAS {
-    GAS::new(AddressSpace::SystemIo, 8, 0, AccessSize::ByteAccess, u64::from(port))
+    GAS::new(
+        AddressSpace::SystemIo,
+        8,
+        0,
+        AccessSize::ByteAccess,
+        u64::from(port),
+    )
 }
 
 pub fn build_fadt(dsdt_addr: u64) -> Vec<u8> {

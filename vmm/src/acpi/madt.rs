@@ -1,8 +1,10 @@
 //! MADT: one enabled local APIC per vCPU (APIC ID = vCPU index) and the IOAPIC, whose ID
 //! follows the CPUs (the MP table uses the same numbering).
 
-use acpi_tables::madt::{EnabledStatus, IoApic, LocalInterruptController, ProcessorLocalApic, MADT};
 use acpi_tables::Aml;
+use acpi_tables::madt::{
+    EnabledStatus, IoApic, LocalInterruptController, MADT, ProcessorLocalApic,
+};
 
 use super::{OEM_ID, OEM_REVISION};
 use crate::layout::{IOAPIC_START, LAPIC_START};
@@ -33,7 +35,10 @@ mod tests {
         let m = build_madt(3);
         assert_eq!(&m[0..4], b"APIC");
         assert_eq!(sum(&m), 0);
-        assert_eq!(u32::from_le_bytes(m[36..40].try_into().unwrap()), 0xfee0_0000);
+        assert_eq!(
+            u32::from_le_bytes(m[36..40].try_into().unwrap()),
+            0xfee0_0000
+        );
         let mut off = 44;
         let mut lapics = Vec::new();
         let mut ioapic = None;
@@ -41,7 +46,12 @@ mod tests {
             let (kind, len) = (m[off], m[off + 1] as usize);
             match kind {
                 0 => lapics.push((m[off + 2], m[off + 3], m[off + 4] & 1)),
-                1 => ioapic = Some((m[off + 2], u32::from_le_bytes(m[off + 4..off + 8].try_into().unwrap()))),
+                1 => {
+                    ioapic = Some((
+                        m[off + 2],
+                        u32::from_le_bytes(m[off + 4..off + 8].try_into().unwrap()),
+                    ))
+                }
                 k => panic!("unexpected MADT entry {k}"),
             }
             off += len;

@@ -6,10 +6,10 @@ pub mod dsdt;
 pub mod fadt;
 pub mod madt;
 
+use acpi_tables::Aml;
 use acpi_tables::mcfg::MCFG;
 use acpi_tables::rsdp::Rsdp;
 use acpi_tables::xsdt::XSDT;
-use acpi_tables::Aml;
 use vm_memory::{Bytes, GuestAddress};
 
 use crate::layout::{ACPI_END, ACPI_START, PCI_BUS_COUNT, PCI_ECAM_START};
@@ -112,7 +112,12 @@ pub(crate) mod tests {
         for entry in xsdt[36..].chunks(8) {
             let at = u64::from_le_bytes(entry.try_into().unwrap());
             let table = read_table(&mem, at);
-            assert_eq!(sum(&table), 0, "{:?}", String::from_utf8_lossy(&table[0..4]));
+            assert_eq!(
+                sum(&table),
+                0,
+                "{:?}",
+                String::from_utf8_lossy(&table[0..4])
+            );
             if &table[0..4] == b"FACP" {
                 let dsdt_at = u64::from_le_bytes(table[140..148].try_into().unwrap());
                 let dsdt = read_table(&mem, dsdt_at);

@@ -52,16 +52,30 @@ mod tests {
     use super::*;
 
     fn ram_total(map: &[E820Entry]) -> u64 {
-        map.iter().filter(|e| e.kind == E820_RAM).map(|e| e.size).sum()
+        map.iter()
+            .filter(|e| e.kind == E820_RAM)
+            .map(|e| e.size)
+            .sum()
     }
 
     #[test]
     fn map_for_512_mib_has_the_low_and_high_blocks() {
         let map = e820_map(512 << 20);
-        assert_eq!(map[0], E820Entry { addr: 0, size: 0x9fc00, kind: E820_RAM });
+        assert_eq!(
+            map[0],
+            E820Entry {
+                addr: 0,
+                size: 0x9fc00,
+                kind: E820_RAM
+            }
+        );
         assert_eq!(
             map[1],
-            E820Entry { addr: 0x10_0000, size: (512 << 20) - 0x10_0000, kind: E820_RAM }
+            E820Entry {
+                addr: 0x10_0000,
+                size: (512 << 20) - 0x10_0000,
+                kind: E820_RAM
+            }
         );
         assert!(map.iter().all(|e| e.addr + e.size <= 0x1_0000_0000));
     }

@@ -56,7 +56,10 @@ mod tests {
     fn long_mode_code_segment() {
         let seg = segment_from_gdt(gdt_entry(0xa09b, 0, 0xfffff), 2);
         assert_eq!(seg.selector, 0x10);
-        assert_eq!((seg.l, seg.db, seg.present, seg.s, seg.type_), (1, 0, 1, 1, 0xb));
+        assert_eq!(
+            (seg.l, seg.db, seg.present, seg.s, seg.type_),
+            (1, 0, 1, 1, 0xb)
+        );
         assert_eq!(seg.limit, 0xffff_ffff);
         assert_eq!(seg.base, 0);
     }

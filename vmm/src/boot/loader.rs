@@ -100,7 +100,9 @@ pub fn load_kernel(mem: &GuestMemoryMmap, path: &Path) -> Result<LoadedKernel, B
     match format {
         KernelFormat::BzImage => {
             let result = BzImage::load(mem, None, &mut file, himem).map_err(load_err)?;
-            let header = result.setup_header.ok_or(BootError::NotAKernel(path.to_owned()))?;
+            let header = result
+                .setup_header
+                .ok_or(BootError::NotAKernel(path.to_owned()))?;
             if header.xloadflags & XLF_KERNEL_64 == 0 {
                 return Err(BootError::No64BitEntry(path.to_owned()));
             }
@@ -178,10 +180,11 @@ pub fn load_cmdline(
     header: Option<&setup_header>,
 ) -> Result<u64, BootError> {
     let mut max = CMDLINE_MAX_SIZE;
-    if let Some(h) = header {
-        if h.version >= BOOT_PROTOCOL_CMDLINE_SIZE && h.cmdline_size > 0 {
-            max = max.min(h.cmdline_size as usize + 1);
-        }
+    if let Some(h) = header
+        && h.version >= BOOT_PROTOCOL_CMDLINE_SIZE
+        && h.cmdline_size > 0
+    {
+        max = max.min(h.cmdline_size as usize + 1);
     }
     if cmdline.len() + 1 > max || cmdline.as_bytes().contains(&0) {
         return Err(BootError::Cmdline {
@@ -219,7 +222,10 @@ mod tests {
     #[test]
     fn empty_file_is_not_a_kernel() {
         let (t, mut f) = temp_with(b"");
-        assert!(matches!(detect_format(t.path(), &mut f), Err(BootError::NotAKernel(_))));
+        assert!(matches!(
+            detect_format(t.path(), &mut f),
+            Err(BootError::NotAKernel(_))
+        ));
     }
 
     #[test]
@@ -243,7 +249,10 @@ mod tests {
         let mut img = vec![0u8; 0x400];
         img[0x202..0x206].copy_from_slice(b"HdrS");
         let (t, mut f) = temp_with(&img);
-        assert_eq!(detect_format(t.path(), &mut f).unwrap(), KernelFormat::BzImage);
+        assert_eq!(
+            detect_format(t.path(), &mut f).unwrap(),
+            KernelFormat::BzImage
+        );
     }
 
     #[test]
@@ -265,7 +274,8 @@ mod tests {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
         load_cmdline(&mem, "console=ttyS0", None).unwrap();
         let mut buf = [0u8; 14];
-        mem.read_slice(&mut buf, GuestAddress(CMDLINE_START)).unwrap();
+        mem.read_slice(&mut buf, GuestAddress(CMDLINE_START))
+            .unwrap();
         assert_eq!(&buf, b"console=ttyS0\0");
         let header = setup_header {
             version: 0x020f,

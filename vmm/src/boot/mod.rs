@@ -15,7 +15,7 @@ use vm_memory::{Bytes, GuestAddress};
 pub use loader::{EntryPoint, KernelFormat};
 
 use crate::layout::{ACPI_START, ZERO_PAGE_START};
-use crate::memory::{low_ram_end, GuestMemoryMmap};
+use crate::memory::{GuestMemoryMmap, low_ram_end};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
@@ -36,7 +36,9 @@ pub enum BootError {
         path: PathBuf,
         source: linux_loader::loader::Error,
     },
-    #[error("initrd {path} ({size_mib} MiB) does not fit in guest memory next to the kernel; raise --memory")]
+    #[error(
+        "initrd {path} ({size_mib} MiB) does not fit in guest memory next to the kernel; raise --memory"
+    )]
     InitrdTooBig { path: PathBuf, size_mib: u64 },
     #[error("kernel command line is {len} bytes, but this kernel accepts at most {max}")]
     Cmdline { len: usize, max: usize },
@@ -65,10 +67,10 @@ pub fn prepare_boot(
     let initrd = match initrd {
         Some(path) => {
             let mut limit = low_ram_end(mem);
-            if let Some(h) = &loaded.setup_header {
-                if h.initrd_addr_max != 0 {
-                    limit = limit.min(u64::from(h.initrd_addr_max) + 1);
-                }
+            if let Some(h) = &loaded.setup_header
+                && h.initrd_addr_max != 0
+            {
+                limit = limit.min(u64::from(h.initrd_addr_max) + 1);
             }
             Some(loader::load_initrd(mem, path, loaded.end, limit)?)
         }

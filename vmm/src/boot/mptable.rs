@@ -120,7 +120,10 @@ pub fn write_mptable(mem: &GuestMemoryMmap, cpus: u8) -> Result<(), MptableError
         return Err(MptableError::TooBig(cpus, room));
     }
     let mpc_addr = MPTABLE_START + MPF_SIZE as u64;
-    mem.write_slice(&build_floating_pointer(mpc_addr as u32), GuestAddress(MPTABLE_START))?;
+    mem.write_slice(
+        &build_floating_pointer(mpc_addr as u32),
+        GuestAddress(MPTABLE_START),
+    )?;
     mem.write_slice(&table, GuestAddress(mpc_addr))?;
     Ok(())
 }
@@ -157,7 +160,7 @@ mod tests {
                     procs.push((mpc[off + 1], mpc[off + 3]));
                     off += 20;
                 }
-                1 | 2 | 3 | 4 => {
+                1..=4 => {
                     if mpc[off] == 2 {
                         ioapics += 1;
                         assert_eq!(mpc[off + 1], cpus, "IOAPIC id follows the CPUs");
@@ -183,7 +186,8 @@ mod tests {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
         write_mptable(&mem, crate::config::MAX_CPUS).unwrap();
         let mut sig = [0u8; 4];
-        mem.read_slice(&mut sig, GuestAddress(MPTABLE_START)).unwrap();
+        mem.read_slice(&mut sig, GuestAddress(MPTABLE_START))
+            .unwrap();
         assert_eq!(&sig, b"_MP_");
     }
 }

@@ -38,7 +38,9 @@ mod tests {
 
     /// Walks the tables the way the MMU would for a 2 MiB mapping.
     fn translate(mem: &GuestMemoryMmap, cr3: u64, va: u64) -> Option<u64> {
-        let pml4e: u64 = mem.read_obj(GuestAddress(cr3 + ((va >> 39) & 511) * 8)).ok()?;
+        let pml4e: u64 = mem
+            .read_obj(GuestAddress(cr3 + ((va >> 39) & 511) * 8))
+            .ok()?;
         if pml4e & PRESENT == 0 {
             return None;
         }
@@ -61,7 +63,14 @@ mod tests {
     fn first_4_gib_is_identity_mapped() {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
         let cr3 = write_identity_map(&mem).unwrap();
-        for va in [0u64, 0x7000, 0x100_0000, 0x3fff_ffff, 0xc000_1234, 0xffff_ffff] {
+        for va in [
+            0u64,
+            0x7000,
+            0x100_0000,
+            0x3fff_ffff,
+            0xc000_1234,
+            0xffff_ffff,
+        ] {
             assert_eq!(translate(&mem, cr3, va), Some(va), "{va:#x}");
         }
         assert_eq!(translate(&mem, cr3, 0x1_0000_0000), None);

@@ -79,7 +79,10 @@ mod tests {
         assert_eq!({ hdr.ramdisk_size }, 0x1234);
         assert_eq!({ p.e820_entries } as usize, map.len());
         let first = p.e820_table[0];
-        assert_eq!(({ first.addr }, { first.size }, { first.r#type }), (0, 0x9fc00, 1));
+        assert_eq!(
+            ({ first.addr }, { first.size }, { first.r#type }),
+            (0, 0x9fc00, 1)
+        );
         assert_eq!({ p.acpi_rsdp_addr }, 0xe0000);
     }
 

@@ -76,9 +76,14 @@ mod tests {
         let module: hvm_modlist_entry = mem.read_obj(GuestAddress(info.modlist_paddr)).unwrap();
         assert_eq!((module.paddr, module.size), (0x80_0000, 77));
         let last: hvm_memmap_table_entry = mem
-            .read_obj(GuestAddress(info.memmap_paddr + 24 * (map.len() as u64 - 1)))
+            .read_obj(GuestAddress(
+                info.memmap_paddr + 24 * (map.len() as u64 - 1),
+            ))
             .unwrap();
         let expect = map.last().unwrap();
-        assert_eq!((last.addr, last.size, last.type_), (expect.addr, expect.size, expect.kind));
+        assert_eq!(
+            (last.addr, last.size, last.type_),
+            (expect.addr, expect.size, expect.kind)
+        );
     }
 }

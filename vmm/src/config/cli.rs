@@ -121,7 +121,8 @@ mod tests {
 
     #[test]
     fn bad_disk_flag_is_a_usage_error() {
-        let err = Cli::try_parse_from(["vmm", "--kernel", "k", "--disk", "readonly=on"]).unwrap_err();
+        let err =
+            Cli::try_parse_from(["vmm", "--kernel", "k", "--disk", "readonly=on"]).unwrap_err();
         assert_eq!(err.exit_code(), 2);
     }
 }

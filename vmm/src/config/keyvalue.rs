@@ -72,7 +72,10 @@ impl KeyValues {
     }
 }
 
-fn split_unquoted_commas<'a>(option: &'static str, input: &'a str) -> Result<Vec<&'a str>, ConfigError> {
+fn split_unquoted_commas<'a>(
+    option: &'static str,
+    input: &'a str,
+) -> Result<Vec<&'a str>, ConfigError> {
     let mut items = Vec::new();
     let mut start = 0;
     let mut quoted = false;

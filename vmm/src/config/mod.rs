@@ -252,7 +252,10 @@ impl VmConfig {
         let mut seen = std::collections::HashSet::new();
         for disk in &self.disks {
             check_readable_file("disk", &disk.path)?;
-            let canonical = disk.path.canonicalize().unwrap_or_else(|_| disk.path.clone());
+            let canonical = disk
+                .path
+                .canonicalize()
+                .unwrap_or_else(|_| disk.path.clone());
             if !seen.insert(canonical) {
                 return Err(ConfigError::DuplicateDisk(disk.path.clone()));
             }
@@ -293,7 +296,9 @@ mod tests {
 
     #[test]
     fn disk_flag_parses_like_cloud_hypervisor() {
-        let d: DiskConfig = "path=usr.squashfs,readonly=on,serial=usr.readonly".parse().unwrap();
+        let d: DiskConfig = "path=usr.squashfs,readonly=on,serial=usr.readonly"
+            .parse()
+            .unwrap();
         assert_eq!(
             d,
             DiskConfig {
@@ -310,7 +315,10 @@ mod tests {
 
     #[test]
     fn serial_flag_forms() {
-        assert_eq!("stdio".parse::<SerialConfig>().unwrap(), SerialConfig::Stdio);
+        assert_eq!(
+            "stdio".parse::<SerialConfig>().unwrap(),
+            SerialConfig::Stdio
+        );
         assert_eq!("off".parse::<SerialConfig>().unwrap(), SerialConfig::Off);
         assert_eq!(
             "file=/tmp/x".parse::<SerialConfig>().unwrap(),
@@ -335,7 +343,8 @@ mod tests {
         assert!(c.disks[0].readonly);
         assert_eq!(c.serial, SerialConfig::File("/base/serial.log".into()));
         assert_eq!(c.cmdline, DEFAULT_CMDLINE);
-        let again = VmConfig::from_yaml(&c.to_yaml().unwrap(), Path::new("x"), Path::new("/other")).unwrap();
+        let again = VmConfig::from_yaml(&c.to_yaml().unwrap(), Path::new("x"), Path::new("/other"))
+            .unwrap();
         assert_eq!(again, c);
     }
 
@@ -358,10 +367,19 @@ mod tests {
             ..VmConfig::default()
         };
         base.validate().unwrap();
-        assert!(matches!(VmConfig::default().validate(), Err(ConfigError::NoKernel)));
-        let c = VmConfig { cpus: 0, ..base.clone() };
+        assert!(matches!(
+            VmConfig::default().validate(),
+            Err(ConfigError::NoKernel)
+        ));
+        let c = VmConfig {
+            cpus: 0,
+            ..base.clone()
+        };
         assert!(matches!(c.validate(), Err(ConfigError::Cpus(0))));
-        let c = VmConfig { memory: 8, ..base.clone() };
+        let c = VmConfig {
+            memory: 8,
+            ..base.clone()
+        };
         assert!(matches!(c.validate(), Err(ConfigError::Memory(8))));
         let c = VmConfig {
             kernel: dir.path().join("missing"),
@@ -378,7 +396,10 @@ mod tests {
             ..base.clone()
         };
         assert!(matches!(c.validate(), Err(ConfigError::DiskSerial(_))));
-        let ok = DiskConfig { serial: None, ..disk };
+        let ok = DiskConfig {
+            serial: None,
+            ..disk
+        };
         let c = VmConfig {
             disks: vec![ok.clone(), ok],
             ..base

@@ -77,13 +77,18 @@ impl SerialInput {
         let want = room.min(buf.len());
         let n = match &mut self.source {
             InputSource::Stdin { .. } => std::io::stdin().lock().read(&mut buf[..want]),
-            InputSource::Socket { reader: Some(r), .. } => r.read(&mut buf[..want]),
+            InputSource::Socket {
+                reader: Some(r), ..
+            } => r.read(&mut buf[..want]),
             InputSource::Socket { reader: None, .. } => return false,
         };
         let n = match n {
             Ok(0) => return false,
             Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted || e.kind() == std::io::ErrorKind::WouldBlock => {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::Interrupted
+                    || e.kind() == std::io::ErrorKind::WouldBlock =>
+            {
                 return true;
             }
             Err(e) => {
@@ -108,7 +113,12 @@ impl SerialInput {
     }
 
     fn accept(&mut self, ops: &mut EventOps) {
-        let InputSource::Socket { listener, conn, reader } = &mut self.source else {
+        let InputSource::Socket {
+            listener,
+            conn,
+            reader,
+        } = &mut self.source
+        else {
             return;
         };
         let stream = match listener.accept() {
@@ -118,7 +128,9 @@ impl SerialInput {
                 return;
             }
         };
-        let writer = stream.try_clone().and_then(|w| w.set_nonblocking(true).map(|_| w));
+        let writer = stream
+            .try_clone()
+            .and_then(|w| w.set_nonblocking(true).map(|_| w));
         let writer = match writer {
             Ok(w) => w,
             Err(e) => {
@@ -157,19 +169,33 @@ impl MutEventSubscriber for SerialInput {
             }
             return;
         }
-        match &self.source {
-            InputSource::Stdin { .. } if fd == libc::STDIN_FILENO => {
-                if !self.pump(ops, fd) {
+        enum Source {
+            Stdin,
+            Listener,
+            Client,
+        }
+        let source = match &self.source {
+            InputSource::Stdin { .. } if fd == libc::STDIN_FILENO => Source::Stdin,
+            InputSource::Socket { listener, .. } if fd == listener.as_raw_fd() => Source::Listener,
+            InputSource::Socket {
+                reader: Some(r), ..
+            } if fd == r.as_raw_fd() => Source::Client,
+            _ => return,
+        };
+        match source {
+            Source::Stdin => {
+                let open = self.pump(ops, fd);
+                if !open {
                     Self::unwatch(ops, fd);
                 }
             }
-            InputSource::Socket { listener, .. } if fd == listener.as_raw_fd() => self.accept(ops),
-            InputSource::Socket { reader: Some(r), .. } if fd == r.as_raw_fd() => {
-                if !self.pump(ops, fd) || events.event_set().contains(EventSet::HANG_UP) {
+            Source::Listener => self.accept(ops),
+            Source::Client => {
+                let closed = !self.pump(ops, fd) || events.event_set().contains(EventSet::HANG_UP);
+                if closed {
                     self.disconnect(ops);
                 }
             }
-            _ => {}
         }
     }
 

@@ -70,10 +70,10 @@ impl Write for SerialOutput {
     /// Never fails: a UART cannot tell the guest its cable is unplugged, so output that
     /// cannot be delivered is dropped.
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if let Some((m, text)) = self.marker.as_mut() {
-            if m.feed(buf) {
-                boot_marker::log_serial_marker(text);
-            }
+        if let Some((m, text)) = self.marker.as_mut()
+            && m.feed(buf)
+        {
+            boot_marker::log_serial_marker(text);
         }
         if self.failed {
             return Ok(buf.len());

@@ -1,7 +1,7 @@
 //! Per-vCPU CPUID: what KVM supports, with this vCPU's APIC ID and the VM's topology (one
 //! thread per core, all cores in one package) patched in.
 
-use kvm_bindings::{kvm_cpuid_entry2, CpuId};
+use kvm_bindings::{CpuId, kvm_cpuid_entry2};
 
 const LEAF_FEATURES: u32 = 0x1;
 const LEAF_CACHE_PARAMS: u32 = 0x4;
@@ -17,7 +17,11 @@ const LEVEL_TYPE_CORE: u32 = 2;
 
 /// Bits needed to number `n` items.
 fn bits_for(n: u32) -> u32 {
-    if n <= 1 { 0 } else { 32 - (n - 1).leading_zeros() }
+    if n <= 1 {
+        0
+    } else {
+        32 - (n - 1).leading_zeros()
+    }
 }
 
 fn patch(e: &mut kvm_cpuid_entry2, apic_id: u32, cpus: u32) {
@@ -93,7 +97,10 @@ mod tests {
     }
 
     fn find(c: &CpuId, f: u32, i: u32) -> kvm_cpuid_entry2 {
-        *c.as_slice().iter().find(|e| e.function == f && e.index == i).unwrap()
+        *c.as_slice()
+            .iter()
+            .find(|e| e.function == f && e.index == i)
+            .unwrap()
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! MSRs a freshly booted vCPU should have: syscall MSRs cleared, TSC at zero, fast strings on,
 //! MTRRs enabled with write-back as the default type.
 
-use kvm_bindings::{kvm_msr_entry, Msrs};
+use kvm_bindings::{Msrs, kvm_msr_entry};
 
 const MSR_IA32_SYSENTER_CS: u32 = 0x174;
 const MSR_IA32_SYSENTER_ESP: u32 = 0x175;

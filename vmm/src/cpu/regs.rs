@@ -6,10 +6,12 @@ use kvm_bindings::{kvm_fpu, kvm_lapic_state, kvm_regs, kvm_sregs};
 use kvm_ioctls::VcpuFd;
 use vm_memory::{Bytes, GuestAddress};
 
+use crate::boot::EntryPoint;
 use crate::boot::gdt::{gdt_entry, segment_from_gdt};
 use crate::boot::pagetables::write_identity_map;
-use crate::boot::EntryPoint;
-use crate::layout::{BOOT_GDT_START, BOOT_IDT_START, BOOT_STACK_POINTER, PVH_START_INFO, ZERO_PAGE_START};
+use crate::layout::{
+    BOOT_GDT_START, BOOT_IDT_START, BOOT_STACK_POINTER, PVH_START_INFO, ZERO_PAGE_START,
+};
 use crate::memory::GuestMemoryMmap;
 
 const X86_CR0_PE: u64 = 1 << 0;
@@ -82,7 +84,11 @@ fn gdt_for(entry: EntryPoint) -> Vec<u64> {
 
 /// Segment and control registers for `entry`, given KVM's defaults in `sregs`. Writes the GDT,
 /// an empty IDT and (for long mode) the identity page tables.
-pub fn boot_sregs(mem: &GuestMemoryMmap, entry: EntryPoint, mut sregs: kvm_sregs) -> Result<kvm_sregs, RegsError> {
+pub fn boot_sregs(
+    mem: &GuestMemoryMmap,
+    entry: EntryPoint,
+    mut sregs: kvm_sregs,
+) -> Result<kvm_sregs, RegsError> {
     let gdt = gdt_for(entry);
     for (i, e) in gdt.iter().enumerate() {
         mem.write_obj(*e, GuestAddress(BOOT_GDT_START + i as u64 * 8))?;
@@ -182,7 +188,15 @@ mod tests {
         let r = boot_regs(e);
         assert_eq!((r.rip, r.rsi, r.rflags), (0x100_0200, ZERO_PAGE_START, 2));
         // KVM's reset CR0 has CD and NW set; the entry state must not keep them.
-        let s = boot_sregs(&mem(), e, kvm_sregs { cr0: 0x6000_0010, ..Default::default() }).unwrap();
+        let s = boot_sregs(
+            &mem(),
+            e,
+            kvm_sregs {
+                cr0: 0x6000_0010,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(s.cr0, X86_CR0_PE | X86_CR0_PG | X86_CR0_ET);
         assert_eq!(s.cs.selector, 0x10);
         assert_eq!(s.cs.l, 1);
@@ -198,9 +212,20 @@ mod tests {
         let e = EntryPoint::Pvh { entry: 0x100_0000 };
         let r = boot_regs(e);
         assert_eq!((r.rip, r.rbx), (0x100_0000, PVH_START_INFO));
-        let s = boot_sregs(&mem(), e, kvm_sregs { cr0: 0x6000_0010, ..Default::default() }).unwrap();
+        let s = boot_sregs(
+            &mem(),
+            e,
+            kvm_sregs {
+                cr0: 0x6000_0010,
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(s.cr0, X86_CR0_PE | X86_CR0_ET, "paging off, caches on");
-        assert_eq!((s.cs.db, s.cs.l, s.cs.limit, s.cs.base), (1, 0, 0xffff_ffff, 0));
+        assert_eq!(
+            (s.cs.db, s.cs.l, s.cs.limit, s.cs.base),
+            (1, 0, 0xffff_ffff, 0)
+        );
         assert_eq!(s.tr.type_, 0xb);
         assert_eq!(s.tr.limit, 0x67);
         assert_eq!(s.efer, 0);

@@ -15,7 +15,7 @@ use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
 
 use super::cpuid::vcpu_cpuid;
 use super::msrs::boot_msrs;
-use super::regs::{setup_bsp, setup_lapic, RegsError};
+use super::regs::{RegsError, setup_bsp, setup_lapic};
 use crate::boot::EntryPoint;
 use crate::bus::Bus;
 use crate::exit::{ExitNotifier, VmExit};
@@ -68,7 +68,10 @@ impl Vcpu {
                 .map_err(|source| VcpuError::Msrs { id, source })?;
             if set != msrs.as_slice().len() {
                 let failed = msrs.as_slice().get(set).map(|m| m.index).unwrap_or(0);
-                tracing::debug!("vCPU {id}: KVM took {set} of {} boot MSRs (stopped at {failed:#x})", msrs.as_slice().len());
+                tracing::debug!(
+                    "vCPU {id}: KVM took {set} of {} boot MSRs (stopped at {failed:#x})",
+                    msrs.as_slice().len()
+                );
             }
         }
         setup_lapic(&fd).map_err(|source| VcpuError::Regs { id, source })?;
@@ -83,7 +86,10 @@ impl Vcpu {
 
     /// Points the boot processor at the kernel entry.
     pub fn configure_bsp(&self, mem: &GuestMemoryMmap, entry: EntryPoint) -> Result<(), VcpuError> {
-        setup_bsp(&self.fd, mem, entry).map_err(|source| VcpuError::Regs { id: self.id, source })
+        setup_bsp(&self.fd, mem, entry).map_err(|source| VcpuError::Regs {
+            id: self.id,
+            source,
+        })
     }
 
     pub fn spawn(self) -> Result<JoinHandle<()>, VcpuError> {
@@ -106,7 +112,16 @@ impl Vcpu {
         let sregs = match self.fd.get_sregs() {
             Ok(s) => format!(
                 "cr0={:#x} cr2={:#x} cr3={:#x} cr4={:#x} efer={:#x} cs={:#x}(l={} db={}) idt={:#x}/{:#x}",
-                s.cr0, s.cr2, s.cr3, s.cr4, s.efer, s.cs.selector, s.cs.l, s.cs.db, s.idt.base, s.idt.limit
+                s.cr0,
+                s.cr2,
+                s.cr3,
+                s.cr4,
+                s.efer,
+                s.cs.selector,
+                s.cs.l,
+                s.cs.db,
+                s.idt.base,
+                s.idt.limit
             ),
             Err(e) => format!("segment registers unavailable ({e})"),
         };
@@ -115,7 +130,8 @@ impl Vcpu {
 
     fn crash(&self, why: String) {
         tracing::error!("vCPU {}: {why}; {}", self.id, self.register_dump());
-        self.exit.notify(VmExit::GuestCrash(format!("vCPU {}: {why}", self.id)));
+        self.exit
+            .notify(VmExit::GuestCrash(format!("vCPU {}: {why}", self.id)));
     }
 
     fn internal_error(&mut self) -> String {
@@ -174,7 +190,9 @@ impl Vcpu {
                     self.crash(why);
                 }
                 Ok(VcpuExit::FailEntry(reason, cpu)) => {
-                    self.crash(format!("KVM could not enter the guest (reason {reason:#x}, host cpu {cpu})"));
+                    self.crash(format!(
+                        "KVM could not enter the guest (reason {reason:#x}, host cpu {cpu})"
+                    ));
                 }
                 Ok(VcpuExit::SystemEvent(kind, _)) => match kind {
                     KVM_SYSTEM_EVENT_SHUTDOWN => self.exit.notify(VmExit::PowerOff),
@@ -190,8 +208,10 @@ impl Vcpu {
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
                 Err(e) => {
                     tracing::error!("vCPU {}: KVM_RUN failed: {e}", self.id);
-                    self.exit
-                        .notify(VmExit::VmmError(format!("vCPU {}: KVM_RUN failed: {e}", self.id)));
+                    self.exit.notify(VmExit::VmmError(format!(
+                        "vCPU {}: KVM_RUN failed: {e}",
+                        self.id
+                    )));
                 }
             }
         }

@@ -66,11 +66,19 @@ impl Cmos {
     pub fn with_clock(clock: Clock) -> Self {
         let mut nvram = [0u8; 128];
         nvram[STATUS_B as usize] = STATUS_B_DEFAULT;
-        Cmos { index: 0, nvram, clock }
+        Cmos {
+            index: 0,
+            nvram,
+            clock,
+        }
     }
 
     fn encode(&self, v: u8) -> u8 {
-        if self.nvram[STATUS_B as usize] & STATUS_B_BINARY != 0 { v } else { to_bcd(v) }
+        if self.nvram[STATUS_B as usize] & STATUS_B_BINARY != 0 {
+            v
+        } else {
+            to_bcd(v)
+        }
     }
 
     fn read_register(&self, reg: u8) -> u8 {
@@ -86,7 +94,7 @@ impl Cmos {
                 if self.nvram[STATUS_B as usize] & STATUS_B_24H != 0 {
                     self.encode(h)
                 } else {
-                    let h12 = if h % 12 == 0 { 12 } else { h % 12 };
+                    let h12 = if h.is_multiple_of(12) { 12 } else { h % 12 };
                     self.encode(h12) | if h >= 12 { 0x80 } else { 0 }
                 }
             }

@@ -54,7 +54,10 @@ mod tests {
         let (exit, rx) = ExitNotifier::new();
         let mut d = I8042::new(exit);
         d.write(0x60, 0, &[0xfe]);
-        assert!(rx.try_recv().is_err(), "0xfe on the data port is not a reset");
+        assert!(
+            rx.try_recv().is_err(),
+            "0xfe on the data port is not a reset"
+        );
         d.write(0x60, 4, &[0xfe]);
         assert_eq!(rx.recv().unwrap(), VmExit::Reboot);
     }

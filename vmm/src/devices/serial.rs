@@ -1,8 +1,8 @@
 //! The 8250/16550 UART at 0x3f8 on IRQ 4 (vm-superio's model), raising its interrupt through an
 //! irqfd and telling the input side when the guest has drained the receive FIFO.
 
-use vm_superio::serial::SerialEvents;
 use vm_superio::Serial;
+use vm_superio::serial::SerialEvents;
 use vmm_sys_util::eventfd::EventFd;
 
 use crate::bus::BusDevice;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use kvm_ioctls::VmFd;
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use super::InterruptError;
 

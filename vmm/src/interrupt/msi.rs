@@ -4,11 +4,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use kvm_bindings::{
-    kvm_irq_routing_entry, KvmIrqRouting, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER,
-    KVM_IRQCHIP_PIC_SLAVE, KVM_IRQ_ROUTING_IRQCHIP, KVM_IRQ_ROUTING_MSI,
+    KVM_IRQ_ROUTING_IRQCHIP, KVM_IRQ_ROUTING_MSI, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER,
+    KVM_IRQCHIP_PIC_SLAVE, KvmIrqRouting, kvm_irq_routing_entry,
 };
 use kvm_ioctls::VmFd;
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
 use super::InterruptError;
 use crate::layout::IOAPIC_PINS;
@@ -174,19 +174,33 @@ pub(crate) mod tests {
     #[test]
     fn default_irqchip_routes_are_kept_alongside_msi() {
         let mut msi = BTreeMap::new();
-        msi.insert(24, MsiMessage { addr_lo: 0xfee0_0000, addr_hi: 0, data: 0x41 });
+        msi.insert(
+            24,
+            MsiMessage {
+                addr_lo: 0xfee0_0000,
+                addr_hi: 0,
+                data: 0x41,
+            },
+        );
         let e = routing_entries(&msi);
         // 16 PIC + 24 IOAPIC + 1 MSI.
         assert_eq!(e.len(), 41);
         let ioapic4 = e
             .iter()
-            .find(|x| x.gsi == 4 && x.type_ == KVM_IRQ_ROUTING_IRQCHIP && unsafe { x.u.irqchip.irqchip } == KVM_IRQCHIP_IOAPIC)
+            .find(|x| {
+                x.gsi == 4
+                    && x.type_ == KVM_IRQ_ROUTING_IRQCHIP
+                    && unsafe { x.u.irqchip.irqchip } == KVM_IRQCHIP_IOAPIC
+            })
             .unwrap();
         // SAFETY (test): irqchip is the active union member for IRQCHIP entries.
         assert_eq!(unsafe { ioapic4.u.irqchip.pin }, 4);
         let m = e.last().unwrap();
         assert_eq!((m.gsi, m.type_), (24, KVM_IRQ_ROUTING_MSI));
         // SAFETY (test): msi is the active union member for MSI entries.
-        assert_eq!(unsafe { (m.u.msi.address_lo, m.u.msi.data) }, (0xfee0_0000, 0x41));
+        assert_eq!(
+            unsafe { (m.u.msi.address_lo, m.u.msi.data) },
+            (0xfee0_0000, 0x41)
+        );
     }
 }

@@ -3,9 +3,9 @@
 
 use std::sync::{Arc, Mutex};
 
+use super::PciDevice;
 use super::config_space::{COMMAND_BUS_MASTER, COMMAND_MEMORY, NUM_BARS};
 use super::host_bridge::HostBridge;
-use super::PciDevice;
 use crate::bus::{Bus, BusDevice};
 use crate::layout::{PCI_ECAM_SIZE, PCI_MMIO32_SIZE, PCI_MMIO32_START};
 use crate::sync::lock;
@@ -121,8 +121,8 @@ impl PciRoot {
         };
         let mut d = lock(&device);
         let decoded = d.config_space().decoded_bars();
-        for bar in 0..NUM_BARS {
-            let want = decoded[bar].and_then(|a| d.config_space().bar(bar).map(|i| (a, i.size)));
+        for (bar, addr) in decoded.into_iter().enumerate() {
+            let want = addr.and_then(|a| d.config_space().bar(bar).map(|i| (a, i.size)));
             let have = self.mapped[slot][bar];
             if want == have {
                 continue;
@@ -281,12 +281,28 @@ mod tests {
             subsystem_vendor_id: 0x1af4,
             subsystem_id: 0x40,
         });
-        cs.add_bar(0, BarInfo { size: 0x8000, is_64bit: true, prefetchable: false }).unwrap();
-        Arc::new(Mutex::new(Dummy { cs, last_mapped: None, bar_writes: vec![] }))
+        cs.add_bar(
+            0,
+            BarInfo {
+                size: 0x8000,
+                is_64bit: true,
+                prefetchable: false,
+            },
+        )
+        .unwrap();
+        Arc::new(Mutex::new(Dummy {
+            cs,
+            last_mapped: None,
+            bar_writes: vec![],
+        }))
     }
 
     fn conf1(io: &mut PciConfigIo, dev: u8, reg: u32) -> u32 {
-        io.write(0xcf8, 0, &(CONFIG_ENABLE | u32::from(dev) << 11 | reg << 2).to_le_bytes());
+        io.write(
+            0xcf8,
+            0,
+            &(CONFIG_ENABLE | u32::from(dev) << 11 | reg << 2).to_le_bytes(),
+        );
         let mut v = [0u8; 4];
         io.read(0xcf8, 4, &mut v);
         u32::from_le_bytes(v)
@@ -328,7 +344,11 @@ mod tests {
 
         let mut io = PciConfigIo::new(root);
         let select = |io: &mut PciConfigIo, reg: u32| {
-            io.write(0xcf8, 0, &(CONFIG_ENABLE | 1 << 11 | reg << 2).to_le_bytes())
+            io.write(
+                0xcf8,
+                0,
+                &(CONFIG_ENABLE | 1 << 11 | reg << 2).to_le_bytes(),
+            )
         };
         // Disable decoding, move the BAR, re-enable: like Linux does when it reassigns.
         select(&mut io, 1);
@@ -341,6 +361,9 @@ mod tests {
         io.write(0xcf8, 4, &COMMAND_MEMORY.to_le_bytes());
         assert_eq!(dev.lock().unwrap().last_mapped, Some(0xd000_0000));
         assert!(mmio.write(0xd000_0010, &[2]));
-        assert_eq!(dev.lock().unwrap().bar_writes, vec![(0x10, vec![1]), (0x10, vec![2])]);
+        assert_eq!(
+            dev.lock().unwrap().bar_writes,
+            vec![(0x10, vec![1]), (0x10, vec![2])]
+        );
     }
 }

@@ -95,7 +95,10 @@ impl PciConfigSpace {
         if last >= NUM_BARS || self.taken[index] || self.taken[last] {
             return Err(ConfigSpaceError::BadBar(index));
         }
-        if !info.size.is_power_of_two() || info.size < 0x1000 || (!info.is_64bit && info.size > 1 << 31) {
+        if !info.size.is_power_of_two()
+            || info.size < 0x1000
+            || (!info.is_64bit && info.size > 1 << 31)
+        {
             return Err(ConfigSpaceError::BarSize(info.size));
         }
         let mut flags = 0;
@@ -171,7 +174,11 @@ impl PciConfigSpace {
 
     /// Appends a capability: `body` starts with the ID byte and a placeholder next pointer;
     /// `writable` (same length) marks the bits the guest may change. Returns its offset.
-    pub fn add_capability(&mut self, body: &[u8], writable: &[u8]) -> Result<usize, ConfigSpaceError> {
+    pub fn add_capability(
+        &mut self,
+        body: &[u8],
+        writable: &[u8],
+    ) -> Result<usize, ConfigSpaceError> {
         let offset = self.next_cap;
         let end = offset + body.len();
         if body.len() < 2 || writable.len() != body.len() || end > LEGACY_SPACE_END {
@@ -271,7 +278,15 @@ mod tests {
     #[test]
     fn bar_size_probe_and_relocation() {
         let mut cs = PciConfigSpace::new(&header());
-        cs.add_bar(0, BarInfo { size: 0x8000, is_64bit: true, prefetchable: false }).unwrap();
+        cs.add_bar(
+            0,
+            BarInfo {
+                size: 0x8000,
+                is_64bit: true,
+                prefetchable: false,
+            },
+        )
+        .unwrap();
         cs.set_bar_address(0, 0xc000_0000).unwrap();
         assert_eq!(cs.read_reg(4), 0xc000_0004);
         // Size probe: write all ones, read back the mask.
@@ -291,7 +306,15 @@ mod tests {
     #[test]
     fn decoded_bars_follow_the_command_register() {
         let mut cs = PciConfigSpace::new(&header());
-        cs.add_bar(0, BarInfo { size: 0x1000, is_64bit: false, prefetchable: false }).unwrap();
+        cs.add_bar(
+            0,
+            BarInfo {
+                size: 0x1000,
+                is_64bit: false,
+                prefetchable: false,
+            },
+        )
+        .unwrap();
         cs.set_bar_address(0, 0xc000_0000).unwrap();
         assert_eq!(cs.decoded_bars()[0], None);
         cs.write(4, &COMMAND_MEMORY.to_le_bytes());
@@ -304,7 +327,11 @@ mod tests {
     #[test]
     fn bad_bars_are_refused() {
         let mut cs = PciConfigSpace::new(&header());
-        let b = BarInfo { size: 0x1000, is_64bit: true, prefetchable: false };
+        let b = BarInfo {
+            size: 0x1000,
+            is_64bit: true,
+            prefetchable: false,
+        };
         assert_eq!(cs.add_bar(5, b), Err(ConfigSpaceError::BadBar(5)));
         cs.add_bar(0, b).unwrap();
         assert_eq!(cs.add_bar(1, b), Err(ConfigSpaceError::BadBar(1)));
@@ -318,7 +345,9 @@ mod tests {
     fn capabilities_are_chained_with_write_masks() {
         let mut cs = PciConfigSpace::new(&header());
         let a = cs.add_capability(&[0x09, 0, 16, 1], &[0, 0, 0, 0]).unwrap();
-        let b = cs.add_capability(&[0x11, 0, 0x01, 0x00], &[0, 0, 0, 0xc0]).unwrap();
+        let b = cs
+            .add_capability(&[0x11, 0, 0x01, 0x00], &[0, 0, 0, 0xc0])
+            .unwrap();
         assert_eq!(a, 0x40);
         assert_eq!(cs.read_reg(13) & 0xff, 0x40);
         assert_ne!(cs.read_reg(1) & (1 << 20), 0);

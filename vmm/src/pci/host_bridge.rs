@@ -1,7 +1,7 @@
 //! The host bridge at 00:00.0, so the OS sees a conventional root complex.
 
-use super::config_space::{PciConfigSpace, PciHeader};
 use super::PciDevice;
+use super::config_space::{PciConfigSpace, PciHeader};
 
 /// Red Hat's ID for a generic PCIe host bridge, which guests know needs no driver.
 const VENDOR_REDHAT: u16 = 0x1b36;

@@ -109,10 +109,10 @@ impl MsixConfig {
             tracing::warn!("MSI-X vector {v}: {e}");
             return;
         }
-        if std::mem::take(&mut self.pending[v]) {
-            if let Err(e) = self.vectors[v].trigger() {
-                tracing::warn!("MSI-X vector {v}: {e}");
-            }
+        if std::mem::take(&mut self.pending[v])
+            && let Err(e) = self.vectors[v].trigger()
+        {
+            tracing::warn!("MSI-X vector {v}: {e}");
         }
     }
 
@@ -164,10 +164,19 @@ impl MsixConfig {
         let field = offset % MSIX_TABLE_ENTRY_SIZE;
         let mut dwords: Vec<(u64, u32)> = Vec::with_capacity(2);
         match (data.len(), field) {
-            (4, 0 | 4 | 8 | 12) => dwords.push((field, u32::from_le_bytes([data[0], data[1], data[2], data[3]]))),
+            (4, 0 | 4 | 8 | 12) => dwords.push((
+                field,
+                u32::from_le_bytes([data[0], data[1], data[2], data[3]]),
+            )),
             (8, 0 | 8) => {
-                dwords.push((field, u32::from_le_bytes([data[0], data[1], data[2], data[3]])));
-                dwords.push((field + 4, u32::from_le_bytes([data[4], data[5], data[6], data[7]])));
+                dwords.push((
+                    field,
+                    u32::from_le_bytes([data[0], data[1], data[2], data[3]]),
+                ));
+                dwords.push((
+                    field + 4,
+                    u32::from_le_bytes([data[4], data[5], data[6], data[7]]),
+                ));
             }
             _ => return,
         }
@@ -260,7 +269,10 @@ mod tests {
         m.set_control(MSIX_ENABLE);
         program(&mut m, 0, 0x42, true);
         assert!(m.trigger(0).unwrap());
-        assert!(m.vectors[0].irqfd.read().is_err(), "nothing delivered while masked");
+        assert!(
+            m.vectors[0].irqfd.read().is_err(),
+            "nothing delivered while masked"
+        );
         let mut pba = [0u8; 8];
         m.read_pba(0, &mut pba);
         assert_eq!(pba[0], 1);

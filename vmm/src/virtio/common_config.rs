@@ -1,12 +1,12 @@
 //! The virtio-pci common configuration structure (virtio 1.x, 4.1.4.3): feature negotiation,
 //! device status, and queue set-up. Register logic only; the transport acts on the result.
 
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
 
 use virtio_queue::{Queue, QueueT};
 
-use super::{status, VIRTIO_F_VERSION_1};
+use super::{VIRTIO_F_VERSION_1, status};
 
 /// "No MSI-X vector" (VIRTIO_MSI_NO_VECTOR).
 pub const NO_VECTOR: u16 = 0xffff;
@@ -123,10 +123,17 @@ impl CommonConfig {
                     0x28 => q.avail_ring(),
                     _ => q.used_ring(),
                 });
-                if data.len() == 4 && offset & 4 != 0 { full >> 32 } else { full }
+                if data.len() == 4 && offset & 4 != 0 {
+                    full >> 32
+                } else {
+                    full
+                }
             }
             _ => {
-                tracing::debug!("virtio common config: unsupported read at {offset:#x} size {}", data.len());
+                tracing::debug!(
+                    "virtio common config: unsupported read at {offset:#x} size {}",
+                    data.len()
+                );
                 0
             }
         };
@@ -158,7 +165,9 @@ impl CommonConfig {
                     let v = value & 0xffff_ffff;
                     match self.driver_feature_select {
                         0 => self.driver_features = (self.driver_features & !0xffff_ffff) | v,
-                        1 => self.driver_features = (self.driver_features & 0xffff_ffff) | (v << 32),
+                        1 => {
+                            self.driver_features = (self.driver_features & 0xffff_ffff) | (v << 32)
+                        }
                         _ => {}
                     }
                 }
@@ -183,10 +192,10 @@ impl CommonConfig {
                 }
             }
             (0x1c, 2) => {
-                if let Some(q) = queues.get_mut(sel).filter(|_| !live) {
-                    if value == 1 {
-                        q.set_ready(true);
-                    }
+                if let Some(q) = queues.get_mut(sel).filter(|_| !live)
+                    && value == 1
+                {
+                    q.set_ready(true);
                 }
             }
             (0x20 | 0x24 | 0x28 | 0x2c | 0x30 | 0x34, 4) | (0x20 | 0x28 | 0x30, 8) => {
@@ -241,7 +250,11 @@ impl CommonConfig {
             accepted &= !status::DRIVER_OK;
         }
         self.driver_status = accepted;
-        if activate { Action::Activate } else { Action::None }
+        if activate {
+            Action::Activate
+        } else {
+            Action::None
+        }
     }
 }
 

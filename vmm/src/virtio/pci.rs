@@ -11,16 +11,16 @@ use std::sync::{Arc, Mutex};
 use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::common_config::{Action, CommonConfig, Vectors, COMMON_CONFIG_SIZE, NO_VECTOR};
+use super::common_config::{Action, COMMON_CONFIG_SIZE, CommonConfig, NO_VECTOR, Vectors};
 use super::{
-    status, ActivateContext, VirtioDevice, VirtioInterrupt, VirtioInterruptType,
-    VIRTIO_RING_F_EVENT_IDX,
+    ActivateContext, VIRTIO_RING_F_EVENT_IDX, VirtioDevice, VirtioInterrupt, VirtioInterruptType,
+    status,
 };
 use crate::interrupt::{InterruptError, MsiRouter};
 use crate::memory::GuestMemoryMmap;
-use crate::pci::config_space::{BarInfo, PciConfigSpace, PciHeader};
-use crate::pci::msix::{MsixConfig, MSIX_CONTROL_OFFSET};
 use crate::pci::PciDevice;
+use crate::pci::config_space::{BarInfo, PciConfigSpace, PciHeader};
+use crate::pci::msix::{MSIX_CONTROL_OFFSET, MsixConfig};
 use crate::sync::lock;
 
 const VIRTIO_PCI_VENDOR_ID: u16 = 0x1af4;
@@ -73,13 +73,21 @@ pub trait NotifyRegistrar: Send + Sync {
 
 impl NotifyRegistrar for kvm_ioctls::VmFd {
     fn register(&self, evt: &EventFd, addr: u64) -> Result<(), String> {
-        self.register_ioevent(evt, &kvm_ioctls::IoEventAddress::Mmio(addr), kvm_ioctls::NoDatamatch)
-            .map_err(|e| e.to_string())
+        self.register_ioevent(
+            evt,
+            &kvm_ioctls::IoEventAddress::Mmio(addr),
+            kvm_ioctls::NoDatamatch,
+        )
+        .map_err(|e| e.to_string())
     }
 
     fn unregister(&self, evt: &EventFd, addr: u64) -> Result<(), String> {
-        self.unregister_ioevent(evt, &kvm_ioctls::IoEventAddress::Mmio(addr), kvm_ioctls::NoDatamatch)
-            .map_err(|e| e.to_string())
+        self.unregister_ioevent(
+            evt,
+            &kvm_ioctls::IoEventAddress::Mmio(addr),
+            kvm_ioctls::NoDatamatch,
+        )
+        .map_err(|e| e.to_string())
     }
 }
 
@@ -93,7 +101,9 @@ struct PciInterrupt {
 impl VirtioInterrupt for PciInterrupt {
     fn trigger(&self, kind: VirtioInterruptType) -> Result<(), InterruptError> {
         let (vector, isr) = match kind {
-            VirtioInterruptType::Config => (self.vectors.config.load(Ordering::Acquire), ISR_CONFIG),
+            VirtioInterruptType::Config => {
+                (self.vectors.config.load(Ordering::Acquire), ISR_CONFIG)
+            }
             VirtioInterruptType::Queue(q) => (self.vectors.queue(q), ISR_QUEUE),
         };
         self.isr.fetch_or(isr, Ordering::AcqRel);
@@ -183,7 +193,12 @@ impl VirtioPciDevice {
             virtio_cap(CAP_COMMON_CFG, COMMON_OFFSET, COMMON_CONFIG_SIZE, None),
             virtio_cap(CAP_ISR_CFG, ISR_OFFSET, 1, None),
             virtio_cap(CAP_DEVICE_CFG, DEVICE_CFG_OFFSET, DEVICE_CFG_SIZE, None),
-            virtio_cap(CAP_NOTIFY_CFG, NOTIFY_OFFSET, NOTIFY_SIZE, Some(NOTIFY_OFF_MULTIPLIER)),
+            virtio_cap(
+                CAP_NOTIFY_CFG,
+                NOTIFY_OFFSET,
+                NOTIFY_SIZE,
+                Some(NOTIFY_OFF_MULTIPLIER),
+            ),
         ];
         for cap in &caps {
             config.add_capability(cap, &vec![0u8; cap.len()])?;
@@ -229,7 +244,10 @@ impl VirtioPciDevice {
         let mut queues = Vec::with_capacity(self.queues.len());
         for (i, q) in self.queues.iter().enumerate() {
             if !q.is_valid(&self.mem) {
-                tracing::warn!("virtio device type {}: queue {i} is invalid; device needs reset", self.device_type);
+                tracing::warn!(
+                    "virtio device type {}: queue {i} is invalid; device needs reset",
+                    self.device_type
+                );
                 self.common.driver_status |= status::DEVICE_NEEDS_RESET;
                 return;
             }
@@ -252,14 +270,21 @@ impl VirtioPciDevice {
             acked_features: acked,
         };
         if let Err(e) = lock(&self.device).activate(ctx) {
-            tracing::warn!("virtio device type {}: {e}; device needs reset", self.device_type);
+            tracing::warn!(
+                "virtio device type {}: {e}; device needs reset",
+                self.device_type
+            );
             self.common.driver_status |= status::DEVICE_NEEDS_RESET;
         }
     }
 
     fn notify_addresses(&self, base: u64) -> impl Iterator<Item = (usize, u64)> + '_ {
-        (0..self.queue_evts.len())
-            .map(move |i| (i, base + NOTIFY_OFFSET + i as u64 * u64::from(NOTIFY_OFF_MULTIPLIER)))
+        (0..self.queue_evts.len()).map(move |i| {
+            (
+                i,
+                base + NOTIFY_OFFSET + i as u64 * u64::from(NOTIFY_OFF_MULTIPLIER),
+            )
+        })
     }
 }
 
@@ -320,9 +345,12 @@ impl PciDevice for VirtioPciDevice {
         }
         match offset {
             o if o < COMMON_OFFSET + 0x1000 => {
-                let action =
-                    self.common
-                        .write(o - COMMON_OFFSET, data, &mut self.queues, self.device_features);
+                let action = self.common.write(
+                    o - COMMON_OFFSET,
+                    data,
+                    &mut self.queues,
+                    self.device_features,
+                );
                 match action {
                     Action::None => {}
                     Action::Reset => self.reset(),
@@ -335,10 +363,10 @@ impl PciDevice for VirtioPciDevice {
             o if (NOTIFY_OFFSET..NOTIFY_OFFSET + NOTIFY_SIZE).contains(&o) => {
                 // Only reached when the ioeventfd is not registered (e.g. a failed move).
                 let q = ((o - NOTIFY_OFFSET) / u64::from(NOTIFY_OFF_MULTIPLIER)) as usize;
-                if let Some(evt) = self.queue_evts.get(q) {
-                    if let Err(e) = evt.write(1) {
-                        tracing::warn!("queue {q} notification: {e}");
-                    }
+                if let Some(evt) = self.queue_evts.get(q)
+                    && let Err(e) = evt.write(1)
+                {
+                    tracing::warn!("queue {q} notification: {e}");
                 }
             }
             o if (MSIX_TABLE_OFFSET..MSIX_TABLE_OFFSET + MSIX_TABLE_SIZE).contains(&o) => {
@@ -479,7 +507,13 @@ mod tests {
         }
         assert_eq!(
             found,
-            vec![(1, 0, 0), (3, 0, 0x1000), (4, 0, 0x2000), (2, 0, 0x3000), (0x11, 0, 0)]
+            vec![
+                (1, 0, 0),
+                (3, 0, 0x1000),
+                (4, 0, 0x2000),
+                (2, 0, 0x3000),
+                (0x11, 0, 0)
+            ]
         );
     }
 
@@ -527,7 +561,11 @@ mod tests {
         f.dev.bar_mapped(0, Some(0xd000_0000));
         assert_eq!(
             *f.notify.regs.lock().unwrap(),
-            vec![(true, 0xc000_3000), (false, 0xc000_3000), (true, 0xd000_3000)]
+            vec![
+                (true, 0xc000_3000),
+                (false, 0xc000_3000),
+                (true, 0xd000_3000)
+            ]
         );
         // The MMIO fallback path rings the same eventfd.
         w(&mut f.dev, 0x3000, 0, 2);

@@ -32,7 +32,13 @@ impl<'a> TestQueue<'a> {
         queue.set_ready(true);
         mem.write_obj(0u16, GuestAddress(AVAIL_RING + 2)).unwrap();
         mem.write_obj(0u16, GuestAddress(USED_RING + 2)).unwrap();
-        TestQueue { mem, size, next_desc: 0, avail_idx: 0, queue }
+        TestQueue {
+            mem,
+            size,
+            next_desc: 0,
+            avail_idx: 0,
+            queue,
+        }
     }
 
     fn write_desc(&self, index: u16, addr: u64, len: u32, flags: u16, next: u16) {
@@ -47,7 +53,9 @@ impl<'a> TestQueue<'a> {
         let slot = AVAIL_RING + 4 + u64::from(self.avail_idx % self.size) * 2;
         self.mem.write_obj(head, GuestAddress(slot)).unwrap();
         self.avail_idx = self.avail_idx.wrapping_add(1);
-        self.mem.write_obj(self.avail_idx, GuestAddress(AVAIL_RING + 2)).unwrap();
+        self.mem
+            .write_obj(self.avail_idx, GuestAddress(AVAIL_RING + 2))
+            .unwrap();
     }
 
     /// Adds a chain of (address, length, R/W) descriptors and makes it available.
@@ -57,7 +65,11 @@ impl<'a> TestQueue<'a> {
             let index = (self.next_desc + i as u16) % self.size;
             let last = i + 1 == descs.len();
             let next = (index + 1) % self.size;
-            let flags = if last { *flags } else { flags | VRING_DESC_F_NEXT as u16 };
+            let flags = if last {
+                *flags
+            } else {
+                flags | VRING_DESC_F_NEXT as u16
+            };
             self.write_desc(index, *addr, *len, flags, if last { 0 } else { next });
         }
         self.next_desc = (self.next_desc + descs.len() as u16) % self.size;
@@ -82,7 +94,9 @@ impl<'a> TestQueue<'a> {
     /// Sets the avail index to anything, e.g. far ahead of what was published.
     pub fn set_avail_idx(&mut self, idx: u16) {
         self.avail_idx = idx;
-        self.mem.write_obj(idx, GuestAddress(AVAIL_RING + 2)).unwrap();
+        self.mem
+            .write_obj(idx, GuestAddress(AVAIL_RING + 2))
+            .unwrap();
     }
 
     pub fn pop(&mut self) -> Option<DescriptorChain<&'a GuestMemoryMmap>> {

@@ -139,7 +139,12 @@ impl Running {
     }
 
     pub fn write_stdin(&mut self, bytes: &[u8]) {
-        self.child.stdin.as_mut().expect("stdin is piped").write_all(bytes).unwrap();
+        self.child
+            .stdin
+            .as_mut()
+            .expect("stdin is piped")
+            .write_all(bytes)
+            .unwrap();
     }
 
     /// Waits until the process exits, `stop(stdout, stderr)` holds (then kills it), or the

@@ -11,13 +11,13 @@ use virtio_bindings::virtio_ids::VIRTIO_ID_BLOCK;
 use virtio_queue::{Queue, QueueT};
 use vm_memory::Bytes;
 
-use super::io::{execute, DiskError, DiskFile};
-use super::request::{parse, MAX_RANGES, MAX_RANGE_SECTORS};
+use super::io::{DiskError, DiskFile, execute};
+use super::request::{MAX_RANGE_SECTORS, MAX_RANGES, parse};
 use crate::config::DiskConfig;
 use crate::memory::GuestMemoryMmap;
 use crate::virtio::{
-    ActivateContext, ActivateError, VirtioDevice, VirtioInterrupt, VirtioInterruptType,
-    VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
+    ActivateContext, ActivateError, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
+    VIRTIO_RING_F_INDIRECT_DESC, VirtioDevice, VirtioInterrupt, VirtioInterruptType,
 };
 
 pub const QUEUE_SIZE: u16 = 256;
@@ -64,7 +64,9 @@ impl Block {
         if cfg.readonly {
             features |= bit(VIRTIO_BLK_F_RO);
         } else {
-            features |= bit(VIRTIO_BLK_F_FLUSH) | bit(VIRTIO_BLK_F_DISCARD) | bit(VIRTIO_BLK_F_WRITE_ZEROES);
+            features |= bit(VIRTIO_BLK_F_FLUSH)
+                | bit(VIRTIO_BLK_F_DISCARD)
+                | bit(VIRTIO_BLK_F_WRITE_ZEROES);
         }
         let config = build_config(disk.sectors());
         Ok(Block {
@@ -118,7 +120,11 @@ impl Block {
                         Some((req.status, c.status, c.written + 1))
                     }
                     Err(f) => {
-                        tracing::debug!("disk {}: bad request: {}", self.disk.path().display(), f.error);
+                        tracing::debug!(
+                            "disk {}: bad request: {}",
+                            self.disk.path().display(),
+                            f.error
+                        );
                         f.status.map(|s| (s, f.error.status(), 1))
                     }
                 };
@@ -130,7 +136,10 @@ impl Block {
                     None => 0,
                 };
                 if let Err(e) = active.queue.add_used(&active.mem, head, used_len) {
-                    tracing::warn!("disk {}: cannot complete request: {e}", self.disk.path().display());
+                    tracing::warn!(
+                        "disk {}: cannot complete request: {e}",
+                        self.disk.path().display()
+                    );
                     self.broken = true;
                     return handled;
                 }
@@ -164,7 +173,9 @@ impl Block {
 
 fn build_config(sectors: u64) -> [u8; CONFIG_SIZE] {
     let mut c = [0u8; CONFIG_SIZE];
-    let put32 = |c: &mut [u8; CONFIG_SIZE], at: usize, v: u32| c[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    let put32 = |c: &mut [u8; CONFIG_SIZE], at: usize, v: u32| {
+        c[at..at + 4].copy_from_slice(&v.to_le_bytes())
+    };
     c[0..8].copy_from_slice(&sectors.to_le_bytes()); // capacity
     put32(&mut c, 12, u32::from(QUEUE_SIZE) - 2); // seg_max: header and status take two
     put32(&mut c, 20, 512); // blk_size
@@ -199,7 +210,10 @@ impl VirtioDevice for Block {
 
     fn write_config(&mut self, offset: u64, _data: &[u8]) {
         // Nothing is writable (no VIRTIO_BLK_F_CONFIG_WCE).
-        tracing::debug!("disk {}: config write at {offset:#x} ignored", self.disk.path().display());
+        tracing::debug!(
+            "disk {}: config write at {offset:#x} ignored",
+            self.disk.path().display()
+        );
     }
 
     fn activate(&mut self, ctx: ActivateContext) -> Result<(), ActivateError> {
@@ -226,7 +240,7 @@ impl VirtioDevice for Block {
 mod tests {
     use super::*;
     use crate::interrupt::InterruptError;
-    use crate::virtio::test_utils::{TestQueue, R, W};
+    use crate::virtio::test_utils::{R, TestQueue, W};
     use std::sync::Mutex;
     use virtio_bindings::virtio_blk::{VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT};
     use vm_memory::GuestAddress;
@@ -250,7 +264,11 @@ mod tests {
 
     fn fixture(readonly: bool) -> Fixture {
         let file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(file.path(), (0..64 * 512).map(|i| (i / 512) as u8).collect::<Vec<_>>()).unwrap();
+        std::fs::write(
+            file.path(),
+            (0..64 * 512).map(|i| (i / 512) as u8).collect::<Vec<_>>(),
+        )
+        .unwrap();
         let block = Block::new(&DiskConfig {
             path: file.path().to_owned(),
             readonly,
@@ -258,7 +276,12 @@ mod tests {
         })
         .unwrap();
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
-        Fixture { _file: file, block, mem, irq: Arc::new(CountingInterrupt::default()) }
+        Fixture {
+            _file: file,
+            block,
+            mem,
+            irq: Arc::new(CountingInterrupt::default()),
+        }
     }
 
     fn activate(f: &mut Fixture, q: &TestQueue) {
@@ -289,8 +312,16 @@ mod tests {
         assert_ne!(rw.block.features() & bit(VIRTIO_BLK_F_DISCARD), 0);
         assert_eq!(rw.block.features() & bit(VIRTIO_BLK_F_RO), 0);
         assert_ne!(ro.block.features() & bit(VIRTIO_BLK_F_RO), 0);
-        for f in [VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_WRITE_ZEROES] {
-            assert_eq!(ro.block.features() & bit(f), 0, "read-only disk offers feature {f}");
+        for f in [
+            VIRTIO_BLK_F_FLUSH,
+            VIRTIO_BLK_F_DISCARD,
+            VIRTIO_BLK_F_WRITE_ZEROES,
+        ] {
+            assert_eq!(
+                ro.block.features() & bit(f),
+                0,
+                "read-only disk offers feature {f}"
+            );
         }
         let mut cap = [0u8; 8];
         rw.block.read_config(0, &mut cap);
@@ -314,7 +345,14 @@ mod tests {
         header(&mem, 0x8200, VIRTIO_BLK_T_GET_ID, 0);
         q.add_chain(&[(0x8200, 16, R), (0xc000, 20, W), (0xa002, 1, W)]);
         assert_eq!(f.block.process_queue(), 3);
-        assert_eq!((status(&mem, 0xa000), status(&mem, 0xa001), status(&mem, 0xa002)), (0, 0, 0));
+        assert_eq!(
+            (
+                status(&mem, 0xa000),
+                status(&mem, 0xa001),
+                status(&mem, 0xa002)
+            ),
+            (0, 0, 0)
+        );
         assert_eq!(mem.read_obj::<u8>(GuestAddress(0x9000)).unwrap(), 3);
         let mut id = [0u8; 13];
         mem.read_slice(&mut id, GuestAddress(0xc000)).unwrap();
@@ -322,7 +360,10 @@ mod tests {
         let (idx, used) = q.used();
         assert_eq!(idx, 3);
         assert_eq!(used, vec![(0, 513), (3, 1), (6, 21)]);
-        assert_eq!(*f.irq.0.lock().unwrap(), vec![VirtioInterruptType::Queue(0)]);
+        assert_eq!(
+            *f.irq.0.lock().unwrap(),
+            vec![VirtioInterruptType::Queue(0)]
+        );
         let data = std::fs::read(f._file.path()).unwrap();
         assert!(data[10 * 512..11 * 512].iter().all(|b| *b == 0x5a));
     }

@@ -5,17 +5,22 @@ use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use virtio_bindings::virtio_blk::{VIRTIO_BLK_ID_BYTES, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP};
+use virtio_bindings::virtio_blk::{
+    VIRTIO_BLK_ID_BYTES, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP,
+};
 use vm_memory::Bytes;
-use vmm_sys_util::fallocate::{fallocate, FallocateMode};
+use vmm_sys_util::fallocate::{FallocateMode, fallocate};
 
-use super::request::{Request, RequestKind, SectorRange, SECTOR_SHIFT};
+use super::request::{Request, RequestKind, SECTOR_SHIFT, SectorRange};
 use crate::memory::GuestMemoryMmap;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
     #[error("cannot open disk {path}: {source}")]
-    Open { path: PathBuf, source: std::io::Error },
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("disk {0} is in use by another process (it is locked)")]
     Locked(PathBuf),
     #[error("disk {path} is {size} bytes; at least one 512-byte sector is needed")]
@@ -42,7 +47,11 @@ impl DiskFile {
                 path: path.to_owned(),
                 source,
             })?;
-        let op = if read_only { libc::LOCK_SH } else { libc::LOCK_EX };
+        let op = if read_only {
+            libc::LOCK_SH
+        } else {
+            libc::LOCK_EX
+        };
         // SAFETY: flock on a descriptor we own, with constant flags; no memory is involved.
         let ret = unsafe { libc::flock(file.as_raw_fd(), op | libc::LOCK_NB) };
         if ret != 0 {
@@ -96,7 +105,12 @@ impl DiskFile {
         self.file.sync_data()
     }
 
-    fn read_into(&mut self, mem: &GuestMemoryMmap, sector: u64, req: &Request) -> std::io::Result<()> {
+    fn read_into(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        sector: u64,
+        req: &Request,
+    ) -> std::io::Result<()> {
         self.file.seek(SeekFrom::Start(sector << SECTOR_SHIFT))?;
         for seg in &req.data {
             mem.read_exact_volatile_from(seg.addr, &mut self.file, seg.len as usize)
@@ -105,7 +119,12 @@ impl DiskFile {
         Ok(())
     }
 
-    fn write_from(&mut self, mem: &GuestMemoryMmap, sector: u64, req: &Request) -> std::io::Result<()> {
+    fn write_from(
+        &mut self,
+        mem: &GuestMemoryMmap,
+        sector: u64,
+        req: &Request,
+    ) -> std::io::Result<()> {
         self.file.seek(SeekFrom::Start(sector << SECTOR_SHIFT))?;
         for seg in &req.data {
             mem.write_all_volatile_to(seg.addr, &mut self.file, seg.len as usize)
@@ -122,7 +141,9 @@ impl DiskFile {
             let len = u64::from(r.sectors) << SECTOR_SHIFT;
             match fallocate(&self.file, FallocateMode::PunchHole, true, offset, len) {
                 Ok(()) => {}
-                Err(e) if must_zero && e.errno() == libc::EOPNOTSUPP => self.write_zeroes(offset, len)?,
+                Err(e) if must_zero && e.errno() == libc::EOPNOTSUPP => {
+                    self.write_zeroes(offset, len)?
+                }
                 Err(e) => return Err(std::io::Error::from_raw_os_error(e.errno())),
             }
         }
@@ -152,7 +173,12 @@ pub struct Completion {
 }
 
 /// Carries out a parsed request. `id` is the serial for GET_ID (None: unsupported).
-pub fn execute(req: &Request, disk: &mut DiskFile, mem: &GuestMemoryMmap, id: Option<&[u8; VIRTIO_BLK_ID_BYTES as usize]>) -> Completion {
+pub fn execute(
+    req: &Request,
+    disk: &mut DiskFile,
+    mem: &GuestMemoryMmap,
+    id: Option<&[u8; VIRTIO_BLK_ID_BYTES as usize]>,
+) -> Completion {
     let ok = |written| Completion {
         status: VIRTIO_BLK_S_OK as u8,
         written,
@@ -218,7 +244,11 @@ mod tests {
 
     fn disk(len: usize) -> (tempfile::NamedTempFile, DiskFile) {
         let f = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(f.path(), (0..len).map(|i| (i / 512) as u8).collect::<Vec<_>>()).unwrap();
+        std::fs::write(
+            f.path(),
+            (0..len).map(|i| (i / 512) as u8).collect::<Vec<_>>(),
+        )
+        .unwrap();
         let d = DiskFile::open(f.path(), false).unwrap();
         (f, d)
     }
@@ -229,7 +259,12 @@ mod tests {
 
     fn req(kind: RequestKind, data: Vec<Segment>) -> Request {
         let data_len = data.iter().map(|s| s.len).sum();
-        Request { kind, data, data_len, status: GuestAddress(0xf000) }
+        Request {
+            kind,
+            data,
+            data_len,
+            status: GuestAddress(0xf000),
+        }
     }
 
     #[test]
@@ -238,9 +273,24 @@ mod tests {
         let m = mem();
         let r = req(
             RequestKind::In { sector: 2 },
-            vec![Segment { addr: GuestAddress(0x1000), len: 512 }, Segment { addr: GuestAddress(0x5000), len: 512 }],
+            vec![
+                Segment {
+                    addr: GuestAddress(0x1000),
+                    len: 512,
+                },
+                Segment {
+                    addr: GuestAddress(0x5000),
+                    len: 512,
+                },
+            ],
         );
-        assert_eq!(execute(&r, &mut d, &m, None), Completion { status: 0, written: 1024 });
+        assert_eq!(
+            execute(&r, &mut d, &m, None),
+            Completion {
+                status: 0,
+                written: 1024
+            }
+        );
         assert_eq!(m.read_obj::<u8>(GuestAddress(0x1000)).unwrap(), 2);
         assert_eq!(m.read_obj::<u8>(GuestAddress(0x51ff)).unwrap(), 3);
     }
@@ -250,9 +300,18 @@ mod tests {
         let (f, mut d) = disk(8 * 512);
         let m = mem();
         m.write_slice(&[0xaa; 512], GuestAddress(0x2000)).unwrap();
-        let r = req(RequestKind::Out { sector: 5 }, vec![Segment { addr: GuestAddress(0x2000), len: 512 }]);
+        let r = req(
+            RequestKind::Out { sector: 5 },
+            vec![Segment {
+                addr: GuestAddress(0x2000),
+                len: 512,
+            }],
+        );
         assert_eq!(execute(&r, &mut d, &m, None).status, 0);
-        assert_eq!(execute(&req(RequestKind::Flush, vec![]), &mut d, &m, None).status, 0);
+        assert_eq!(
+            execute(&req(RequestKind::Flush, vec![]), &mut d, &m, None).status,
+            0
+        );
         let bytes = std::fs::read(f.path()).unwrap();
         assert!(bytes[5 * 512..6 * 512].iter().all(|b| *b == 0xaa));
         assert_eq!(bytes[4 * 512], 4);
@@ -264,8 +323,20 @@ mod tests {
         let m = mem();
         let mut id = [0u8; 20];
         id[..4].copy_from_slice(b"usr0");
-        let r = req(RequestKind::GetId, vec![Segment { addr: GuestAddress(0x3000), len: 20 }]);
-        assert_eq!(execute(&r, &mut d, &m, Some(&id)), Completion { status: 0, written: 20 });
+        let r = req(
+            RequestKind::GetId,
+            vec![Segment {
+                addr: GuestAddress(0x3000),
+                len: 20,
+            }],
+        );
+        assert_eq!(
+            execute(&r, &mut d, &m, Some(&id)),
+            Completion {
+                status: 0,
+                written: 20
+            }
+        );
         let mut got = [0u8; 20];
         m.read_slice(&mut got, GuestAddress(0x3000)).unwrap();
         assert_eq!(got, id);
@@ -277,14 +348,26 @@ mod tests {
         let (f, mut d) = disk(1 << 20);
         let m = mem();
         let before = std::fs::metadata(f.path()).unwrap();
-        let r = req(RequestKind::WriteZeroes(vec![SectorRange { sector: 0, sectors: 1024, unmap: true }]), vec![]);
+        let r = req(
+            RequestKind::WriteZeroes(vec![SectorRange {
+                sector: 0,
+                sectors: 1024,
+                unmap: true,
+            }]),
+            vec![],
+        );
         assert_eq!(execute(&r, &mut d, &m, None).status, 0);
         let after = std::fs::metadata(f.path()).unwrap();
         assert_eq!(after.len(), before.len());
         let bytes = std::fs::read(f.path()).unwrap();
         assert!(bytes[..512 * 1024].iter().all(|b| *b == 0));
         // On filesystems that punch holes the blocks are released (tmpfs and ext4 do).
-        assert!(after.blocks() < before.blocks(), "{} -> {}", before.blocks(), after.blocks());
+        assert!(
+            after.blocks() < before.blocks(),
+            "{} -> {}",
+            before.blocks(),
+            after.blocks()
+        );
     }
 
     #[test]
@@ -293,12 +376,18 @@ mod tests {
         std::fs::write(f.path(), [0u8; 1024]).unwrap();
         let _a = DiskFile::open(f.path(), true).unwrap();
         let _b = DiskFile::open(f.path(), true).unwrap();
-        assert!(matches!(DiskFile::open(f.path(), false), Err(DiskError::Locked(_))));
+        assert!(matches!(
+            DiskFile::open(f.path(), false),
+            Err(DiskError::Locked(_))
+        ));
     }
 
     #[test]
     fn empty_image_is_refused() {
         let f = tempfile::NamedTempFile::new().unwrap();
-        assert!(matches!(DiskFile::open(f.path(), true), Err(DiskError::TooSmall { .. })));
+        assert!(matches!(
+            DiskFile::open(f.path(), true),
+            Err(DiskError::TooSmall { .. })
+        ));
     }
 }

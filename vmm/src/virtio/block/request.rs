@@ -41,9 +41,13 @@ pub struct SectorRange {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RequestKind {
     /// Read from the disk into `data`.
-    In { sector: u64 },
+    In {
+        sector: u64,
+    },
     /// Write `data` to the disk.
-    Out { sector: u64 },
+    Out {
+        sector: u64,
+    },
     Flush,
     /// Write the device ID (serial) into `data`.
     GetId,
@@ -123,7 +127,11 @@ struct Desc {
     writable: bool,
 }
 
-fn check_memory<M: GuestMemoryBackend>(mem: &M, addr: GuestAddress, len: u32) -> Result<(), RequestError> {
+fn check_memory<M: GuestMemoryBackend>(
+    mem: &M,
+    addr: GuestAddress,
+    len: u32,
+) -> Result<(), RequestError> {
     let outside = RequestError::OutsideMemory {
         addr: addr.raw_value(),
         len,
@@ -205,7 +213,11 @@ pub fn parse<M: GuestMemoryBackend>(
     let mut writable = Vec::new();
     let n = descs.len();
     for (i, d) in descs.iter().enumerate() {
-        let (start, mut len) = if i == 0 { (HEADER_SIZE, d.len - HEADER_SIZE) } else { (0, d.len) };
+        let (start, mut len) = if i == 0 {
+            (HEADER_SIZE, d.len - HEADER_SIZE)
+        } else {
+            (0, d.len)
+        };
         if i == n - 1 {
             // The status byte is not data.
             len = len.saturating_sub(1);
@@ -235,9 +247,17 @@ pub fn parse<M: GuestMemoryBackend>(
     let (kind, data) = match request_type {
         VIRTIO_BLK_T_IN | VIRTIO_BLK_T_OUT => {
             let is_read = request_type == VIRTIO_BLK_T_IN;
-            let (data, wrong) = if is_read { (writable, readable) } else { (readable, writable) };
+            let (data, wrong) = if is_read {
+                (writable, readable)
+            } else {
+                (readable, writable)
+            };
             if !wrong.is_empty() {
-                return Err(err(RequestError::DataDirection(if is_read { "read" } else { "write" })));
+                return Err(err(RequestError::DataDirection(if is_read {
+                    "read"
+                } else {
+                    "write"
+                })));
             }
             if !is_read && read_only {
                 return Err(err(RequestError::ReadOnly));
@@ -248,7 +268,11 @@ pub fn parse<M: GuestMemoryBackend>(
             }
             let sectors = u64::from(len) >> SECTOR_SHIFT;
             check_range(sector, sectors, capacity).map_err(err)?;
-            let kind = if is_read { RequestKind::In { sector } } else { RequestKind::Out { sector } };
+            let kind = if is_read {
+                RequestKind::In { sector }
+            } else {
+                RequestKind::Out { sector }
+            };
             (kind, data)
         }
         VIRTIO_BLK_T_FLUSH => {
@@ -312,7 +336,7 @@ fn parse_ranges<M: GuestMemoryBackend>(
     len: u32,
     capacity: u64,
 ) -> Result<Vec<SectorRange>, RequestError> {
-    if len == 0 || len % RANGE_SIZE != 0 {
+    if len == 0 || !len.is_multiple_of(RANGE_SIZE) {
         return Err(RequestError::BadRangeTable(len));
     }
     let count = len / RANGE_SIZE;
@@ -322,10 +346,11 @@ fn parse_ranges<M: GuestMemoryBackend>(
     let mut bytes = Vec::with_capacity(len as usize);
     for s in segs {
         let mut buf = vec![0u8; s.len as usize];
-        mem.read_slice(&mut buf, s.addr).map_err(|_| RequestError::OutsideMemory {
-            addr: s.addr.raw_value(),
-            len: s.len,
-        })?;
+        mem.read_slice(&mut buf, s.addr)
+            .map_err(|_| RequestError::OutsideMemory {
+                addr: s.addr.raw_value(),
+                len: s.len,
+            })?;
         bytes.extend_from_slice(&buf);
     }
     let mut out = Vec::with_capacity(count as usize);
@@ -357,7 +382,7 @@ fn parse_ranges<M: GuestMemoryBackend>(
 mod tests {
     use super::*;
     use crate::memory::GuestMemoryMmap;
-    use crate::virtio::test_utils::{TestQueue, R, W};
+    use crate::virtio::test_utils::{R, TestQueue, W};
 
     const CAP: u64 = 2048; // 1 MiB disk
 
@@ -371,7 +396,12 @@ mod tests {
         mem.write_obj(sector, GuestAddress(at + 8)).unwrap();
     }
 
-    fn parse_chain(mem: &GuestMemoryMmap, descs: &[(u64, u32, u16)], cap: u64, ro: bool) -> Result<Request, ParseFailure> {
+    fn parse_chain(
+        mem: &GuestMemoryMmap,
+        descs: &[(u64, u32, u16)],
+        cap: u64,
+        ro: bool,
+    ) -> Result<Request, ParseFailure> {
         let mut q = TestQueue::new(mem, 16);
         q.add_chain(descs);
         let chain = q.pop().expect("chain");
@@ -382,9 +412,21 @@ mod tests {
     fn linux_style_read() {
         let m = mem();
         header(&m, 0x8000, VIRTIO_BLK_T_IN, 8);
-        let r = parse_chain(&m, &[(0x8000, 16, R), (0x9000, 4096, W), (0xa000, 1, W)], CAP, false).unwrap();
+        let r = parse_chain(
+            &m,
+            &[(0x8000, 16, R), (0x9000, 4096, W), (0xa000, 1, W)],
+            CAP,
+            false,
+        )
+        .unwrap();
         assert_eq!(r.kind, RequestKind::In { sector: 8 });
-        assert_eq!(r.data, vec![Segment { addr: GuestAddress(0x9000), len: 4096 }]);
+        assert_eq!(
+            r.data,
+            vec![Segment {
+                addr: GuestAddress(0x9000),
+                len: 4096
+            }]
+        );
         assert_eq!(r.data_len, 4096);
         assert_eq!(r.status, GuestAddress(0xa000));
     }
@@ -396,11 +438,23 @@ mod tests {
         // Header and 512 data bytes in one descriptor; status at the end of the last one.
         let r = parse_chain(&m, &[(0x8000, 16 + 512, R), (0x9000, 1, W)], CAP, false).unwrap();
         assert_eq!(r.kind, RequestKind::Out { sector: 0 });
-        assert_eq!(r.data, vec![Segment { addr: GuestAddress(0x8010), len: 512 }]);
+        assert_eq!(
+            r.data,
+            vec![Segment {
+                addr: GuestAddress(0x8010),
+                len: 512
+            }]
+        );
         // Read with data and status in one writable descriptor.
         header(&m, 0x8000, VIRTIO_BLK_T_IN, 1);
         let r = parse_chain(&m, &[(0x8000, 16, R), (0x9000, 513, W)], CAP, false).unwrap();
-        assert_eq!(r.data, vec![Segment { addr: GuestAddress(0x9000), len: 512 }]);
+        assert_eq!(
+            r.data,
+            vec![Segment {
+                addr: GuestAddress(0x9000),
+                len: 512
+            }]
+        );
         assert_eq!(r.status, GuestAddress(0x9200));
     }
 
@@ -408,30 +462,81 @@ mod tests {
     fn past_the_end_and_overflowing_sectors_are_refused() {
         let m = mem();
         header(&m, 0x8000, VIRTIO_BLK_T_IN, CAP - 1);
-        let e = parse_chain(&m, &[(0x8000, 16, R), (0x9000, 1024, W), (0xa000, 1, W)], CAP, false).unwrap_err();
+        let e = parse_chain(
+            &m,
+            &[(0x8000, 16, R), (0x9000, 1024, W), (0xa000, 1, W)],
+            CAP,
+            false,
+        )
+        .unwrap_err();
         assert!(matches!(e.error, RequestError::BeyondEnd { .. }), "{e:?}");
         assert_eq!(e.status, Some(GuestAddress(0xa000)));
         header(&m, 0x8000, VIRTIO_BLK_T_IN, u64::MAX);
-        let e = parse_chain(&m, &[(0x8000, 16, R), (0x9000, 512, W), (0xa000, 1, W)], u64::MAX, false).unwrap_err();
+        let e = parse_chain(
+            &m,
+            &[(0x8000, 16, R), (0x9000, 512, W), (0xa000, 1, W)],
+            u64::MAX,
+            false,
+        )
+        .unwrap_err();
         assert!(matches!(e.error, RequestError::BeyondEnd { .. }));
         header(&m, 0x8000, VIRTIO_BLK_T_IN, u64::MAX / 256);
-        let e = parse_chain(&m, &[(0x8000, 16, R), (0x9000, 512, W), (0xa000, 1, W)], u64::MAX, false).unwrap_err();
-        assert!(matches!(e.error, RequestError::BeyondEnd { .. }), "sector*512 overflows");
+        let e = parse_chain(
+            &m,
+            &[(0x8000, 16, R), (0x9000, 512, W), (0xa000, 1, W)],
+            u64::MAX,
+            false,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e.error, RequestError::BeyondEnd { .. }),
+            "sector*512 overflows"
+        );
         // The last sector exactly is fine.
         header(&m, 0x8000, VIRTIO_BLK_T_IN, CAP - 1);
-        parse_chain(&m, &[(0x8000, 16, R), (0x9000, 512, W), (0xa000, 1, W)], CAP, false).unwrap();
+        parse_chain(
+            &m,
+            &[(0x8000, 16, R), (0x9000, 512, W), (0xa000, 1, W)],
+            CAP,
+            false,
+        )
+        .unwrap();
     }
 
     #[test]
     fn buffers_outside_memory_are_refused() {
         let m = mem();
         header(&m, 0x8000, VIRTIO_BLK_T_IN, 0);
-        let e = parse_chain(&m, &[(0x8000, 16, R), (0xff000, 0x2000, W), (0xa000, 1, W)], CAP, false).unwrap_err();
-        assert_eq!(e.error, RequestError::OutsideMemory { addr: 0xff000, len: 0x2000 });
-        let e = parse_chain(&m, &[(0x8000, 16, R), (u64::MAX - 8, 512, W), (0xa000, 1, W)], CAP, false).unwrap_err();
+        let e = parse_chain(
+            &m,
+            &[(0x8000, 16, R), (0xff000, 0x2000, W), (0xa000, 1, W)],
+            CAP,
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.error,
+            RequestError::OutsideMemory {
+                addr: 0xff000,
+                len: 0x2000
+            }
+        );
+        let e = parse_chain(
+            &m,
+            &[(0x8000, 16, R), (u64::MAX - 8, 512, W), (0xa000, 1, W)],
+            CAP,
+            false,
+        )
+        .unwrap_err();
         assert!(matches!(e.error, RequestError::OutsideMemory { .. }));
         // Status outside memory: nowhere to report.
-        let e = parse_chain(&m, &[(0x8000, 16, R), (0x9000, 512, W), (0x4000_0000, 1, W)], CAP, false).unwrap_err();
+        let e = parse_chain(
+            &m,
+            &[(0x8000, 16, R), (0x9000, 512, W), (0x4000_0000, 1, W)],
+            CAP,
+            false,
+        )
+        .unwrap_err();
         assert_eq!(e.status, None);
     }
 
@@ -442,7 +547,13 @@ mod tests {
         let e = parse_chain(&m, &[(0x8000, 16, R), (0x9000, 512, W)], CAP, false).unwrap_err();
         // A 512-byte writable last descriptor holds 511 data bytes and the status byte.
         assert_eq!(e.error, RequestError::NotSectorMultiple(511));
-        let e = parse_chain(&m, &[(0x8000, 16, R), (0x9000, 511, W), (0xa000, 1, W)], CAP, false).unwrap_err();
+        let e = parse_chain(
+            &m,
+            &[(0x8000, 16, R), (0x9000, 511, W), (0xa000, 1, W)],
+            CAP,
+            false,
+        )
+        .unwrap_err();
         assert_eq!(e.error, RequestError::NotSectorMultiple(511));
         let e = parse_chain(&m, &[(0x8000, 16, R), (0x9000, 512, R)], CAP, false).unwrap_err();
         assert_eq!(e.error, RequestError::NoStatus);
@@ -450,10 +561,26 @@ mod tests {
         assert_eq!(e.error, RequestError::HeaderTooShort(8));
         let e = parse_chain(&m, &[(0x8000, 16, W), (0xa000, 1, W)], CAP, false).unwrap_err();
         assert_eq!(e.error, RequestError::HeaderWriteOnly);
-        let e = parse_chain(&m, &[(0x8000, 16, R), (0x9000, 512, W), (0x9800, 512, R), (0xa000, 1, W)], CAP, false)
-            .unwrap_err();
+        let e = parse_chain(
+            &m,
+            &[
+                (0x8000, 16, R),
+                (0x9000, 512, W),
+                (0x9800, 512, R),
+                (0xa000, 1, W),
+            ],
+            CAP,
+            false,
+        )
+        .unwrap_err();
         assert_eq!(e.error, RequestError::ReadableAfterWritable);
-        let e = parse_chain(&m, &[(0x8000, 16, R), (0x9000, 512, R), (0xa000, 1, W)], CAP, false).unwrap_err();
+        let e = parse_chain(
+            &m,
+            &[(0x8000, 16, R), (0x9000, 512, R), (0xa000, 1, W)],
+            CAP,
+            false,
+        )
+        .unwrap_err();
         assert_eq!(e.error, RequestError::DataDirection("read"));
         header(&m, 0x8000, 0x99, 0);
         let e = parse_chain(&m, &[(0x8000, 16, R), (0xa000, 1, W)], CAP, false).unwrap_err();
@@ -469,20 +596,43 @@ mod tests {
         q.add_looping_chain(0x8000, 16);
         let chain = q.pop().unwrap();
         let e = parse(chain, &m, CAP, false).unwrap_err();
-        assert_eq!(e, ParseFailure { error: RequestError::BrokenChain, status: None });
+        assert_eq!(
+            e,
+            ParseFailure {
+                error: RequestError::BrokenChain,
+                status: None
+            }
+        );
     }
 
     #[test]
     fn read_only_disks_refuse_every_write_kind() {
         let m = mem();
-        for t in [VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_DISCARD, VIRTIO_BLK_T_WRITE_ZEROES] {
+        for t in [
+            VIRTIO_BLK_T_OUT,
+            VIRTIO_BLK_T_FLUSH,
+            VIRTIO_BLK_T_DISCARD,
+            VIRTIO_BLK_T_WRITE_ZEROES,
+        ] {
             header(&m, 0x8000, t, 0);
-            let e = parse_chain(&m, &[(0x8000, 16, R), (0x9000, 512, R), (0xa000, 1, W)], CAP, true).unwrap_err();
+            let e = parse_chain(
+                &m,
+                &[(0x8000, 16, R), (0x9000, 512, R), (0xa000, 1, W)],
+                CAP,
+                true,
+            )
+            .unwrap_err();
             assert_eq!(e.error, RequestError::ReadOnly, "type {t}");
             assert_eq!(e.error.status(), 1);
         }
         header(&m, 0x8000, VIRTIO_BLK_T_IN, 0);
-        parse_chain(&m, &[(0x8000, 16, R), (0x9000, 512, W), (0xa000, 1, W)], CAP, true).unwrap();
+        parse_chain(
+            &m,
+            &[(0x8000, 16, R), (0x9000, 512, W), (0xa000, 1, W)],
+            CAP,
+            true,
+        )
+        .unwrap();
     }
 
     #[test]
@@ -496,23 +646,65 @@ mod tests {
         header(&m, 0x8000, VIRTIO_BLK_T_WRITE_ZEROES, 0);
         range(0x9000, 8, 8, 1);
         range(0x9010, 100, 4, 0);
-        let r = parse_chain(&m, &[(0x8000, 16, R), (0x9000, 32, R), (0xa000, 1, W)], CAP, false).unwrap();
+        let r = parse_chain(
+            &m,
+            &[(0x8000, 16, R), (0x9000, 32, R), (0xa000, 1, W)],
+            CAP,
+            false,
+        )
+        .unwrap();
         assert_eq!(
             r.kind,
             RequestKind::WriteZeroes(vec![
-                SectorRange { sector: 8, sectors: 8, unmap: true },
-                SectorRange { sector: 100, sectors: 4, unmap: false },
+                SectorRange {
+                    sector: 8,
+                    sectors: 8,
+                    unmap: true
+                },
+                SectorRange {
+                    sector: 100,
+                    sectors: 4,
+                    unmap: false
+                },
             ])
         );
         header(&m, 0x8000, VIRTIO_BLK_T_DISCARD, 0);
-        let e = parse_chain(&m, &[(0x8000, 16, R), (0x9000, 32, R), (0xa000, 1, W)], CAP, false).unwrap_err();
-        assert_eq!(e.error, RequestError::RangeFlags(1), "discard has no unmap flag");
+        let e = parse_chain(
+            &m,
+            &[(0x8000, 16, R), (0x9000, 32, R), (0xa000, 1, W)],
+            CAP,
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.error,
+            RequestError::RangeFlags(1),
+            "discard has no unmap flag"
+        );
         range(0x9000, CAP - 1, 2, 0);
-        let e = parse_chain(&m, &[(0x8000, 16, R), (0x9000, 16, R), (0xa000, 1, W)], CAP, false).unwrap_err();
+        let e = parse_chain(
+            &m,
+            &[(0x8000, 16, R), (0x9000, 16, R), (0xa000, 1, W)],
+            CAP,
+            false,
+        )
+        .unwrap_err();
         assert!(matches!(e.error, RequestError::BeyondEnd { .. }));
-        let e = parse_chain(&m, &[(0x8000, 16, R), (0x9000, 20, R), (0xa000, 1, W)], CAP, false).unwrap_err();
+        let e = parse_chain(
+            &m,
+            &[(0x8000, 16, R), (0x9000, 20, R), (0xa000, 1, W)],
+            CAP,
+            false,
+        )
+        .unwrap_err();
         assert_eq!(e.error, RequestError::BadRangeTable(20));
-        let e = parse_chain(&m, &[(0x8000, 16, R), (0x9000, 16 * 33, R), (0xa000, 1, W)], CAP, false).unwrap_err();
+        let e = parse_chain(
+            &m,
+            &[(0x8000, 16, R), (0x9000, 16 * 33, R), (0xa000, 1, W)],
+            CAP,
+            false,
+        )
+        .unwrap_err();
         assert_eq!(e.error, RequestError::TooManyRanges(33));
     }
 
@@ -520,7 +712,13 @@ mod tests {
     fn get_id_wants_a_writable_buffer() {
         let m = mem();
         header(&m, 0x8000, VIRTIO_BLK_T_GET_ID, 0);
-        let r = parse_chain(&m, &[(0x8000, 16, R), (0x9000, 20, W), (0xa000, 1, W)], CAP, true).unwrap();
+        let r = parse_chain(
+            &m,
+            &[(0x8000, 16, R), (0x9000, 20, W), (0xa000, 1, W)],
+            CAP,
+            true,
+        )
+        .unwrap();
         assert_eq!(r.kind, RequestKind::GetId);
         assert_eq!(r.data_len, 20);
         let e = parse_chain(&m, &[(0x8000, 16, R), (0xa000, 1, W)], CAP, false).unwrap_err();
