@@ -53,12 +53,17 @@ pub fn rows(cluster: &Cluster, dir: &ClusterDir, kvm: Kvm) -> Vec<Row> {
                 Liveness::None => ("not created".to_string(), None),
             };
             let lease = leases::for_mac(&lease_file, &n.mac).map(|l| l.ip.to_string());
-            let reach = match cluster.network.mode {
-                NetMode::Bridge => n.ip.map(|ip| format!("ssh core@{ip}")).unwrap_or_default(),
-                NetMode::User => n
+            let reach = match (kvm, cluster.network.mode) {
+                (Kvm::KernelOnly, _) => String::from("no guest user space on this host:"),
+                (_, NetMode::Bridge) => n.ip.map(|ip| format!("ssh core@{ip}")).unwrap_or_default(),
+                (_, NetMode::User) => n
                     .ssh_port
                     .map(|p| format!("ssh -p {p} core@127.0.0.1"))
                     .unwrap_or_default(),
+            };
+            let how = match kvm {
+                Kvm::KernelOnly => format!("vmctl logs {}:{}", cluster.name, n.name),
+                _ => format!("(or vmctl ssh {}:{})", cluster.name, n.name),
             };
             Row {
                 name: n.name.clone(),
@@ -67,7 +72,7 @@ pub fn rows(cluster: &Cluster, dir: &ClusterDir, kvm: Kvm) -> Vec<Row> {
                 ip: n.ip.map(|i| i.to_string()),
                 mac: n.mac.clone(),
                 lease,
-                reach: format!("{reach} (or vmctl ssh {}:{})", cluster.name, n.name),
+                reach: format!("{reach} {how}"),
             }
         })
         .collect()

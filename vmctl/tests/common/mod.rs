@@ -67,13 +67,15 @@ impl Env {
         lines[0].to_string()
     }
 
-    /// Waits until the stand-in VMM of a node has finished starting (its console line).
+    /// Waits until the stand-in VMM the node's pid file names has finished starting.
     pub fn wait_started(&self, cluster: &str, node: &str) {
         let log = self.node_dir(cluster, node).join("console.log");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
             let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if text.matches("Run /init").count() > text.matches("powered off").count() {
+            if let Some(pid) = self.pid(cluster, node)
+                && text.contains(&format!("stand-in: up (pid {pid})"))
+            {
                 return;
             }
             assert!(

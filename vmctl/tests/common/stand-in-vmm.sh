@@ -26,4 +26,5 @@ done
 printf '%s\n' "$@" > "$(dirname "$console")/vmm.args"
 python3 -c 'import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])' "$api"
 echo "[    0.5] Run /init as init process" >> "$console"
+echo "stand-in: up (pid $$)" >> "$console"
 while :; do sleep 0.1; done
