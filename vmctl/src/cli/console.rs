@@ -68,17 +68,22 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     let stream = Client::connect(&nd.api_socket(), Duration::from_secs(5))?.into_console()?;
     eprintln!("connected to {node}'s console; Ctrl-] then q detaches\r");
     let raw = RawMode::enter()?;
-    let result = pump(stream);
+    let result = pump(stream, std::io::stdin(), std::io::stdout());
     drop(raw);
     eprintln!();
     result
 }
 
-fn pump(stream: UnixStream) -> anyhow::Result<()> {
+/// Copies the VM's output to `output` and `input` to the VM until the escape sequence, the end of
+/// `input`, or the VMM closing the connection.
+fn pump(
+    stream: UnixStream,
+    mut stdin: impl Read,
+    mut stdout: impl Write + Send + 'static,
+) -> anyhow::Result<()> {
     let mut from_vm = stream.try_clone()?;
     // VM to terminal on its own thread; it ends when the VMM closes the connection.
     let out = std::thread::spawn(move || {
-        let mut stdout = std::io::stdout();
         let mut buf = [0u8; 4096];
         while let Ok(n) = from_vm.read(&mut buf) {
             if n == 0 || stdout.write_all(&buf[..n]).is_err() {
@@ -88,10 +93,9 @@ fn pump(stream: UnixStream) -> anyhow::Result<()> {
         }
     });
     let mut to_vm = stream;
-    let mut stdin = std::io::stdin();
     let mut buf = [0u8; 1024];
     let mut escaped = false;
-    'outer: loop {
+    loop {
         if out.is_finished() {
             break;
         }
@@ -100,10 +104,14 @@ fn pump(stream: UnixStream) -> anyhow::Result<()> {
             break;
         }
         let mut send = Vec::with_capacity(n);
+        let mut detach = false;
         for &b in &buf[..n] {
             match (escaped, b) {
                 (false, ESCAPE) => escaped = true,
-                (true, b'q') | (true, b'.') => break 'outer,
+                (true, b'q') | (true, b'.') => {
+                    detach = true;
+                    break;
+                }
                 (true, ESCAPE) => {
                     send.push(ESCAPE);
                     escaped = false;
@@ -116,11 +124,54 @@ fn pump(stream: UnixStream) -> anyhow::Result<()> {
                 (false, other) => send.push(other),
             }
         }
-        if to_vm.write_all(&send).is_err() {
+        if to_vm.write_all(&send).is_err() || detach {
             break;
         }
     }
     let _ = to_vm.shutdown(std::net::Shutdown::Both);
     let _ = out.join();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_go_to_the_vm_until_the_escape_sequence() {
+        let (ours, vm) = UnixStream::pair().unwrap();
+        let vm_side = std::thread::spawn(move || {
+            let mut vm = vm;
+            vm.write_all(b"login: ").unwrap();
+            let mut got = Vec::new();
+            vm.read_to_end(&mut got).unwrap();
+            got
+        });
+        // Ctrl-] Ctrl-] sends one Ctrl-]; Ctrl-] q detaches, and what follows is not sent.
+        let keys: &[u8] = b"core\r\x1d\x1dx\x1dqnot sent";
+        let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl Write for Shared {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        // Types only once the prompt is on the screen, as a person would.
+        struct AfterPrompt<'a>(&'a [u8], std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl Read for AfterPrompt<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                while self.1.lock().unwrap().is_empty() {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                self.0.read(buf)
+            }
+        }
+        pump(ours, AfterPrompt(keys, out.clone()), Shared(out.clone())).unwrap();
+        assert_eq!(vm_side.join().unwrap(), b"core\r\x1dx");
+        assert_eq!(&out.lock().unwrap()[..], b"login: ");
+    }
 }

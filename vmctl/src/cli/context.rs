@@ -144,3 +144,103 @@ impl Context {
         matches!(self.home.cluster(cluster).load(), Ok(Some(c)) if c.node(node).is_some())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::spec::NetMode;
+    use crate::cluster::{Image, Network, Node};
+
+    fn cluster(name: &str, nodes: &[&str]) -> Cluster {
+        Cluster {
+            name: name.into(),
+            source: None,
+            image: Image {
+                kernel: "k".into(),
+                initrd: None,
+                cmdline: String::new(),
+            },
+            network: Network {
+                mode: NetMode::User,
+                bridge: None,
+                subnet: None,
+                gateway: None,
+                mtu: 1500,
+            },
+            nodes: nodes
+                .iter()
+                .map(|n| Node {
+                    name: n.to_string(),
+                    cpus: 1,
+                    memory_mib: 256,
+                    root_size: 1 << 30,
+                    ssh_keys: vec![],
+                    ssh_key_files: vec![],
+                    user_data: None,
+                    ignition: None,
+                    cmdline: String::new(),
+                    mac: String::new(),
+                    ip: None,
+                    tap: None,
+                    ssh_port: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn node_arguments_in_every_form() {
+        let t = tempfile::tempdir().unwrap();
+        let home = Home {
+            root: t.path().to_path_buf(),
+        };
+        let ctx = |flag: Option<&str>| Context {
+            home: home.clone(),
+            cluster_flag: flag.map(str::to_string),
+            lock_timeout: Duration::from_secs(1),
+        };
+        let save = |c: Cluster| {
+            let d = home.cluster(&c.name);
+            d.create().unwrap();
+            d.save(&c).unwrap();
+        };
+        save(cluster("demo", &["core-1", "core-2"]));
+        let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+        assert_eq!(
+            ctx(None).node_ref("core-1").unwrap(),
+            pair("demo", "core-1")
+        );
+        assert_eq!(
+            ctx(None).node_ref("demo-core-2").unwrap(),
+            pair("demo", "core-2")
+        );
+        assert_eq!(
+            ctx(None).node_ref("demo:core-2").unwrap(),
+            pair("demo", "core-2")
+        );
+        assert!(
+            ctx(None)
+                .node_ref("core-9")
+                .unwrap_err()
+                .to_string()
+                .contains("no node")
+        );
+        assert_eq!(ctx(None).cluster_name(None).unwrap(), "demo");
+
+        // Cluster "a" with node "b-c" and cluster "a-b" with node "c": "a-b-c" is ambiguous.
+        save(cluster("a", &["b-c"]));
+        save(cluster("a-b", &["c"]));
+        let err = ctx(None).node_ref("a-b-c").unwrap_err().to_string();
+        assert!(
+            err.contains("a:b-c or a-b:c") && err.contains("CLUSTER:NODE"),
+            "{err}"
+        );
+        assert_eq!(ctx(Some("a-b")).node_ref("c").unwrap(), pair("a-b", "c"));
+        assert_eq!(ctx(Some("a")).node_ref("a-b-c").unwrap(), pair("a", "b-c"));
+        let err = ctx(None).cluster_name(None).unwrap_err().to_string();
+        assert!(
+            err.contains("several clusters exist (a, a-b, demo)"),
+            "{err}"
+        );
+    }
+}

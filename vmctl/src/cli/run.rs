@@ -58,11 +58,17 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             first,
         )?;
         first = false;
-        let status = supervise(&cluster, &node, &nd, &mut child, kvm, &stop)?;
-        {
-            let _lock = ctx.lock(&nd_cluster_dir(ctx, &cluster_name), "run (cleanup)")?;
-            process::clean(&nd);
+        if std::env::var_os("INVOCATION_ID").is_some() {
+            // Started by systemd: `down` must stop it through systemd.
+            let _ = state::write_atomic(
+                &nd.systemd_unit(),
+                format!("vm@{}.service\n", args.node).as_bytes(),
+            );
         }
+        let status = supervise(&cluster, &node, &nd, &mut child, kvm, &stop)?;
+        // No lock: this node's files are ours alone while its VMM is our child, and `down` may
+        // hold the cluster lock while it waits (through systemctl stop) for us to finish.
+        process::clean(&nd);
         if status.code() == Some(VMM_EXIT_REBOOT) && !stop.load(Ordering::SeqCst) {
             eprintln!("{node_name}: the guest rebooted; starting it again");
             let _ = sd_notify::notify(&[NotifyState::Reloading]);
@@ -76,10 +82,6 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             process::last_line(&nd.vmm_log())
         );
     }
-}
-
-fn nd_cluster_dir(ctx: &Context, name: &str) -> state::ClusterDir {
-    ctx.home.cluster(name)
 }
 
 #[allow(clippy::too_many_arguments)]

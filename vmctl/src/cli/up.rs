@@ -65,7 +65,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             "cluster {name} uses network mode bridge, which needs root to create its bridge and TAPs: run vmctl with sudo, or use network mode: user"
         );
     }
-    let _lock = ctx.lock(&dir, "up")?;
+    let lock = ctx.lock(&dir, "up")?;
     // Again under the lock: another vmctl may have allocated addresses or ports meanwhile.
     let (mut cluster, previous) = resolve_with_state(ctx, &source, &dir, &name)?;
     if kvm == Kvm::KernelOnly {
@@ -109,7 +109,9 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
     state::write_json(&dir.images_path(), &images)?;
 
     if args.systemd {
-        return up_systemd(&cluster, &dir, &running);
+        // vm@.service runs `vmctl run`, which takes this lock: let go before starting units.
+        drop(lock);
+        return up_systemd(&cluster, &running, args.no_wait);
     }
     net::up(&cluster, &dir.net(), net::invoking_user())?;
 
@@ -231,7 +233,6 @@ fn wait_booted(
     let deadline = Instant::now() + timeout;
     let mut pending: Vec<&String> = nodes.iter().collect();
     let mut failed = Vec::new();
-    let bar = imagetool::progress::bytes(Some(nodes.len() as u64), "booting");
     while !pending.is_empty() {
         pending.retain(|name| {
             let nd = dir.node(name);
@@ -250,7 +251,6 @@ fn wait_booted(
                 _ => readiness::kernel_booted(&nd.console_log()).is_some(),
             };
             if booted {
-                bar.inc(1);
                 let lease = leases::for_mac(&net_leases(dir), &node.mac)
                     .map(|l| format!(", DHCP lease {} handed to {}", l.ip, l.mac))
                     .unwrap_or_default();
@@ -275,7 +275,6 @@ fn wait_booted(
         }
         std::thread::sleep(Duration::from_millis(500));
     }
-    bar.finish_and_clear();
     failed
 }
 
@@ -291,11 +290,7 @@ pub fn ssh_addr(cluster: &Cluster, node: &crate::cluster::Node) -> Option<Socket
     }
 }
 
-fn up_systemd(
-    cluster: &Cluster,
-    dir: &state::ClusterDir,
-    running: &[String],
-) -> anyhow::Result<()> {
+fn up_systemd(cluster: &Cluster, running: &[String], no_wait: bool) -> anyhow::Result<()> {
     let unit_dir = std::path::Path::new(systemd::units::DEFAULT_DIR);
     if !unit_dir.join("vm@.service").is_file() {
         bail!("the vmctl units are not installed: run vmctl units install first");
@@ -308,11 +303,13 @@ fn up_systemd(
             units.push(format!("vm@{}-{}.service", cluster.name, n.name));
         }
     }
-    let status = Command::new("systemctl")
-        .arg("start")
-        .args(&units)
-        .status()
-        .context("cannot run systemctl")?;
+    // Without --no-block systemctl returns once each Type=notify unit said READY=1: booted.
+    let mut cmd = Command::new("systemctl");
+    cmd.arg("start");
+    if no_wait {
+        cmd.arg("--no-block");
+    }
+    let status = cmd.args(&units).status().context("cannot run systemctl")?;
     if !status.success() {
         bail!(
             "systemctl start {} failed ({status}): see systemctl status and journalctl -u 'vm@{}-*'",
@@ -320,7 +317,6 @@ fn up_systemd(
             cluster.name
         );
     }
-    let _ = dir;
     println!("started through systemd: {}", units.join(" "));
     Ok(())
 }

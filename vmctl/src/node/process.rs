@@ -61,6 +61,17 @@ pub fn liveness(dir: &NodeDir) -> Liveness {
 pub fn clean(dir: &NodeDir) {
     let _ = std::fs::remove_file(dir.pid_file());
     let _ = std::fs::remove_file(dir.api_socket());
+    let _ = std::fs::remove_file(dir.systemd_unit());
+}
+
+/// The unit running the node, when systemd runs this machine and the node was started by it.
+fn systemd_unit(dir: &NodeDir) -> Option<String> {
+    if !crate::systemd::booted() {
+        return None;
+    }
+    let unit = std::fs::read_to_string(dir.systemd_unit()).ok()?;
+    let unit = unit.trim();
+    (unit.starts_with("vm@") && unit.ends_with(".service")).then(|| unit.to_string())
 }
 
 fn command(vmm: &Path, inv: &VmmInvocation, dir: &NodeDir) -> Result<Command, ProcessError> {
@@ -205,6 +216,18 @@ pub fn stop(dir: &NodeDir, timeout: Duration) -> Stopped {
         Liveness::Stale(_) => return Stopped::StaleCleaned,
         Liveness::Running(rec) => rec,
     };
+    if let Some(unit) = systemd_unit(dir) {
+        // systemd sends SIGTERM to vmctl run, which powers the guest off; its own stop timeout
+        // then applies.
+        let ok = std::process::Command::new("systemctl")
+            .args(["stop", &unit])
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok && wait_gone(rec, timeout) {
+            clean(dir);
+            return Stopped::Graceful;
+        }
+    }
     let asked = api::Client::connect(&dir.api_socket(), Duration::from_secs(2))
         .and_then(|mut c| c.call(&Request::Shutdown))
         .is_ok();

@@ -170,6 +170,11 @@ impl NodeDir {
     pub fn started(&self) -> PathBuf {
         self.path.join("started.json")
     }
+    /// Names the systemd unit running this node (`vmctl run` under systemd), so `down` stops it
+    /// through systemd instead of behind its back (which Restart=on-failure would undo).
+    pub fn systemd_unit(&self) -> PathBuf {
+        self.path.join("systemd-unit")
+    }
     pub fn create(&self) -> Result<(), StateError> {
         create_dir(&self.path)
     }
