@@ -15,7 +15,10 @@ kernel_dir=$("$here/build-test-kernel.sh")
 versions=$(for p in "${packages[@]}"; do apt-cache policy "$p" | awk '/Candidate/ {print $2}'; done | tr '\n' ' ')
 key=$( { echo "recipe 1 $versions"; sha256sum "$kernel_dir/bzImage"; } | sha256sum | cut -c1-16)
 out=$VMCTL_CACHE/demo-image/$key
+# configs/demo.yaml reads the image through this stable name.
+point_current() { ln -sfn "$key" "$VMCTL_CACHE/demo-image/current.tmp" && mv -T "$VMCTL_CACHE/demo-image/current.tmp" "$VMCTL_CACHE/demo-image/current"; }
 if [ -f "$out/demo_pxe_image.cpio.gz" ] && [ -f "$out/demo.vmlinuz" ]; then
+  point_current
   echo "$out"
   exit 0
 fi
@@ -53,5 +56,6 @@ cp "$kernel_dir/bzImage" "$stage/demo.vmlinuz"
 mv "$work/demo_pxe_image.cpio.gz" "$stage/"
 rm -rf "$out"
 mv "$stage" "$out"
+point_current
 log "demo image cached in $out"
 echo "$out"
