@@ -654,6 +654,19 @@ void guest_main(struct hvm_start_info *si) {
     if (option("poweroff")) power_off(si);
 
     setup_interrupts();
+    struct hvm_memmap_entry { u64 addr, size; u32 type, reserved; };
+    if (si && si->magic == 0x336ec578 && si->memmap_paddr) {
+        struct hvm_memmap_entry *m = (struct hvm_memmap_entry *)si->memmap_paddr;
+        for (u32 i = 0; i < si->memmap_entries; i++) {
+            puts("guest: e820 ");
+            put_hex(m[i].addr);
+            putc(' ');
+            put_hex(m[i].size);
+            putc(' ');
+            put_dec(m[i].type);
+            putc('\n');
+        }
+    }
     struct acpi_info ai;
     check_acpi(si, &ai);
     int mp_cpus = check_mptable();

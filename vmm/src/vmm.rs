@@ -116,7 +116,7 @@ impl Error {
 /// A built VM, ready to run.
 pub struct Vmm {
     vcpus: Vec<Vcpu>,
-    event_loop: DeviceEventLoop,
+    event_loop: Option<DeviceEventLoop>,
     disks: Vec<Arc<Mutex<Block>>>,
     exit: ExitNotifier,
     exit_rx: Receiver<VmExit>,
@@ -250,6 +250,11 @@ fn console_for(config: &VmConfig) -> Result<Console, Error> {
     })
 }
 
+/// Start-up profile at debug level: where the time to the first guest instruction goes.
+fn step(what: &str) {
+    tracing::debug!(target: "boot_marker", "{what} at {:.3} ms", crate::boot_marker::elapsed_ms());
+}
+
 fn insert_pio(
     pio: &Bus,
     dev: Arc<Mutex<dyn crate::bus::BusDevice>>,
@@ -283,9 +288,12 @@ impl Vmm {
         acpi::write_acpi_tables(&mem, config.cpus)?;
         mptable::write_mptable(&mem, config.cpus)?;
 
+        step("guest memory, kernel and tables ready");
         let kvm = Kvm::new().map_err(Error::KvmOpen)?;
         let vm = create_vm(&kvm, config.cpus)?;
+        step("VM, irqchip and PIT created");
         memory::register_with_kvm(&vm, &mem)?;
+        step("memory registered");
 
         let (exit, exit_rx) = ExitNotifier::new();
         let pio = Arc::new(Bus::new());
@@ -301,6 +309,7 @@ impl Vmm {
                 .try_clone()
                 .map_err(|e| Error::EventLoop(e.to_string()))?,
         )));
+        step("serial irqfd registered");
         insert_pio(&pio, serial.clone(), ports::COM1, ports::COM1_LEN)?;
         insert_pio(
             &pio,
@@ -377,11 +386,15 @@ impl Vmm {
         }
         let disks = blocks;
 
+        step("devices ready");
         // vCPUs.
         let mut vcpus = Vec::with_capacity(usize::from(config.cpus));
+        let cpuid = kvm
+            .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+            .map_err(|source| VcpuError::Cpuid { id: 0, source })?;
         for id in 0..config.cpus {
             vcpus.push(Vcpu::new(
-                &kvm,
+                &cpuid,
                 &vm,
                 id,
                 config.cpus,
@@ -394,6 +407,7 @@ impl Vmm {
             bsp.configure_bsp(&mem, entry)?;
         }
 
+        step("vCPUs ready");
         let terminal = if console.raw_terminal {
             RawTerminal::enable().map_err(Error::Terminal)?
         } else {
@@ -401,7 +415,7 @@ impl Vmm {
         };
         Ok(Vmm {
             vcpus,
-            event_loop,
+            event_loop: Some(event_loop),
             disks,
             exit,
             exit_rx,
@@ -414,13 +428,11 @@ impl Vmm {
 
     /// Starts the device thread and the vCPUs and waits until the VM ends.
     pub fn run(mut self) -> Result<VmExit, Error> {
-        let event_loop = std::mem::replace(
-            &mut self.event_loop,
-            DeviceEventLoop::new().map_err(Error::EventLoop)?,
-        );
-        event_loop
-            .spawn(self.exit.clone())
-            .map_err(|e| Error::EventLoop(e.to_string()))?;
+        if let Some(event_loop) = self.event_loop.take() {
+            event_loop
+                .spawn(self.exit.clone())
+                .map_err(|e| Error::EventLoop(e.to_string()))?;
+        }
         for vcpu in self.vcpus.drain(..) {
             vcpu.spawn()?;
         }

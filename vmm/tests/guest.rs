@@ -103,14 +103,14 @@ fn guest_drives_two_disks_and_reads_the_serial() {
 
 #[test]
 #[ignore = "needs /dev/kvm and the test guest; run by scripts/test.sh"]
-fn cpus_show_up_in_acpi_and_the_mp_table() {
+fn cpus_and_memory_show_up_in_acpi_the_mp_table_and_e820() {
     let g = guest();
     let r = run_vmm(
         &[
             "--kernel",
             &g,
             "--memory",
-            "64",
+            "3584",
             "--cpus",
             "3",
             "--cmdline",
@@ -122,6 +122,15 @@ fn cpus_show_up_in_acpi_and_the_mp_table() {
     assert_eq!(r.code(), Some(32), "{}", r.dump());
     assert!(r.stdout.contains("guest: acpi cpus=3"), "{}", r.dump());
     assert!(r.stdout.contains("guest: mptable cpus=3"), "{}", r.dump());
+    // 3.5 GiB: 3 GiB below the PCI hole, the last 512 MiB above 4 GiB.
+    for line in [
+        "guest: e820 0x0 0x9fc00 1",
+        "guest: e820 0x100000 0xbff00000 1",
+        "guest: e820 0xe0000000 0x10000000 2",
+        "guest: e820 0x100000000 0x20000000 1",
+    ] {
+        assert!(r.stdout.contains(line), "missing '{line}'\n{}", r.dump());
+    }
 }
 
 #[test]

@@ -10,8 +10,10 @@
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use kvm_bindings::{KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN};
-use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use kvm_bindings::{
+    CpuId, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
+};
+use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
 
 use super::cpuid::vcpu_cpuid;
 use super::msrs::boot_msrs;
@@ -44,9 +46,10 @@ pub struct Vcpu {
 }
 
 impl Vcpu {
-    /// Creates vCPU `id` of `cpus` with its CPUID, MSRs and LAPIC set up.
+    /// Creates vCPU `id` of `cpus` with its CPUID (from KVM's supported set), MSRs and LAPIC
+    /// set up.
     pub fn new(
-        kvm: &Kvm,
+        supported_cpuid: &CpuId,
         vm: &VmFd,
         id: u8,
         cpus: u8,
@@ -57,10 +60,7 @@ impl Vcpu {
         let fd = vm
             .create_vcpu(u64::from(id))
             .map_err(|source| VcpuError::Create { id, source })?;
-        let supported = kvm
-            .get_supported_cpuid(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
-            .map_err(|source| VcpuError::Cpuid { id, source })?;
-        fd.set_cpuid2(&vcpu_cpuid(&supported, id, cpus))
+        fd.set_cpuid2(&vcpu_cpuid(supported_cpuid, id, cpus))
             .map_err(|source| VcpuError::Cpuid { id, source })?;
         if let Some(msrs) = boot_msrs() {
             let set = fd
