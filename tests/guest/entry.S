@@ -19,6 +19,11 @@ pvh_start:
     /* The boot marker: the very first thing the guest does. */
     mov $1, %al
     out %al, $DEBUG_PORT
+    /* And a newline on the UART right away, so an observer outside the VM can time the
+     * first instruction too (QEMU has no debug-port log). */
+    mov $0x3f8, %dx
+    mov $'\n', %al
+    out %al, %dx
     mov %ebx, %esi
 
     /* Zero .bss (page tables, stack, rings live there). */

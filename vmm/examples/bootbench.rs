@@ -302,6 +302,23 @@ fn measure(kind: Kind, a: &Args) -> Result<Summary, String> {
     })
 }
 
+/// What every VMM pays on this host before a guest can run: KVM_CREATE_VM and adding the
+/// first memory slot (medians of 10), for context next to the targets.
+fn host_floor() -> Option<(f64, f64)> {
+    let kvm = kvm_ioctls::Kvm::new().ok()?;
+    let (mut create, mut slot) = (vec![], vec![]);
+    for _ in 0..10 {
+        let mem = vmm::memory::create_guest_memory(2 << 20).ok()?;
+        let t0 = Instant::now();
+        let vm = kvm.create_vm().ok()?;
+        let t1 = Instant::now();
+        vmm::memory::register_with_kvm(&vm, &mem).ok()?;
+        create.push((t1 - t0).as_secs_f64() * 1e3);
+        slot.push(t1.elapsed().as_secs_f64() * 1e3);
+    }
+    Some((median(create), median(slot)))
+}
+
 fn main() {
     let a = match parse_args() {
         Ok(a) => a,
@@ -325,6 +342,11 @@ fn main() {
         }
         None => None,
     };
+    if let Some((create, slot)) = host_floor() {
+        println!(
+            "host floor (any VMM): KVM_CREATE_VM {create:.2} ms, first memory slot {slot:.2} ms"
+        );
+    }
     println!(
         "medians of {} runs ({} hold runs for memory), guest memory {} MiB",
         a.runs,

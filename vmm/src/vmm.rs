@@ -278,6 +278,22 @@ impl Vmm {
         let console = console_for(config)?;
         let mem_size = config.memory_bytes();
         let mem = memory::create_guest_memory(mem_size)?;
+        boot::check_kernel(&config.kernel)?;
+        step("configuration checked");
+
+        let kvm = Kvm::new().map_err(Error::KvmOpen)?;
+        let vm = create_vm(&kvm, config.cpus)?;
+        step("VM, irqchip and PIT created");
+        // Adding a memory slot waits for an SRCU grace period: about 7 ms on the PVM hosts we
+        // measured, whatever the size. Let that wait overlap with loading the kernel and
+        // building the devices and vCPUs.
+        let registration = {
+            let (vm, mem) = (vm.clone(), mem.clone());
+            std::thread::Builder::new()
+                .name("vmm-memslots".to_owned())
+                .spawn(move || memory::register_with_kvm(&vm, &mem))
+                .map_err(|e| Error::EventLoop(e.to_string()))?
+        };
         let entry: EntryPoint = boot::prepare_boot(
             &mem,
             &config.kernel,
@@ -287,13 +303,7 @@ impl Vmm {
         )?;
         acpi::write_acpi_tables(&mem, config.cpus)?;
         mptable::write_mptable(&mem, config.cpus)?;
-
-        step("guest memory, kernel and tables ready");
-        let kvm = Kvm::new().map_err(Error::KvmOpen)?;
-        let vm = create_vm(&kvm, config.cpus)?;
-        step("VM, irqchip and PIT created");
-        memory::register_with_kvm(&vm, &mem)?;
-        step("memory registered");
+        step("kernel and tables loaded");
 
         let (exit, exit_rx) = ExitNotifier::new();
         let pio = Arc::new(Bus::new());
@@ -408,6 +418,10 @@ impl Vmm {
         }
 
         step("vCPUs ready");
+        registration
+            .join()
+            .map_err(|_| Error::EventLoop("memory registration thread panicked".to_owned()))??;
+        step("memory registered");
         let terminal = if console.raw_terminal {
             RawTerminal::enable().map_err(Error::Terminal)?
         } else {

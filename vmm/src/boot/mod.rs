@@ -53,6 +53,16 @@ impl BootError {
     }
 }
 
+/// Checks that `kernel` is a kernel we can boot, without loading it.
+pub fn check_kernel(kernel: &Path) -> Result<KernelFormat, BootError> {
+    let mut f = std::fs::File::open(kernel).map_err(|source| BootError::Read {
+        what: "kernel",
+        path: kernel.to_owned(),
+        source,
+    })?;
+    loader::detect_format(kernel, &mut f)
+}
+
 /// Loads kernel, initrd and command line, writes boot_params or the PVH start info, and
 /// returns where the BSP starts. ACPI tables are expected at [`ACPI_START`].
 pub fn prepare_boot(
