@@ -171,6 +171,20 @@ pub(crate) mod tests {
         }
     }
 
+    fn irqchip_of(e: &kvm_irq_routing_entry) -> (u32, u32) {
+        assert_eq!(e.type_, KVM_IRQ_ROUTING_IRQCHIP);
+        // SAFETY: `irqchip` is the active union member of IRQCHIP entries (checked above).
+        let c = unsafe { e.u.irqchip };
+        (c.irqchip, c.pin)
+    }
+
+    fn msi_of(e: &kvm_irq_routing_entry) -> (u32, u32) {
+        assert_eq!(e.type_, KVM_IRQ_ROUTING_MSI);
+        // SAFETY: `msi` is the active union member of MSI entries (checked above).
+        let m = unsafe { e.u.msi };
+        (m.address_lo, m.data)
+    }
+
     #[test]
     fn default_irqchip_routes_are_kept_alongside_msi() {
         let mut msi = BTreeMap::new();
@@ -185,22 +199,19 @@ pub(crate) mod tests {
         let e = routing_entries(&msi);
         // 16 PIC + 24 IOAPIC + 1 MSI.
         assert_eq!(e.len(), 41);
-        let ioapic4 = e
+        let gsi4: Vec<(u32, u32)> = e
             .iter()
-            .find(|x| {
-                x.gsi == 4
-                    && x.type_ == KVM_IRQ_ROUTING_IRQCHIP
-                    && unsafe { x.u.irqchip.irqchip } == KVM_IRQCHIP_IOAPIC
-            })
-            .unwrap();
-        // SAFETY (test): irqchip is the active union member for IRQCHIP entries.
-        assert_eq!(unsafe { ioapic4.u.irqchip.pin }, 4);
-        let m = e.last().unwrap();
-        assert_eq!((m.gsi, m.type_), (24, KVM_IRQ_ROUTING_MSI));
-        // SAFETY (test): msi is the active union member for MSI entries.
+            .filter(|x| x.gsi == 4 && x.type_ == KVM_IRQ_ROUTING_IRQCHIP)
+            .map(irqchip_of)
+            .collect();
         assert_eq!(
-            unsafe { (m.u.msi.address_lo, m.u.msi.data) },
-            (0xfee0_0000, 0x41)
+            gsi4,
+            vec![(KVM_IRQCHIP_PIC_MASTER, 4), (KVM_IRQCHIP_IOAPIC, 4)]
         );
+        let gsi20: Vec<(u32, u32)> = e.iter().filter(|x| x.gsi == 20).map(irqchip_of).collect();
+        assert_eq!(gsi20, vec![(KVM_IRQCHIP_IOAPIC, 20)], "no PIC above 15");
+        let m = e.last().unwrap();
+        assert_eq!(m.gsi, 24);
+        assert_eq!(msi_of(m), (0xfee0_0000, 0x41));
     }
 }
