@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -253,8 +254,11 @@ fn linux_boots_with_our_tables_and_disk() {
 fn busybox_initramfs_powers_off() {
     let dir = kernel_dir();
     if !host_has_vmx_or_svm() {
-        println!(
-            "SKIP: guest user space needs a host with vmx or svm; /proc/cpuinfo has neither \
+        // Straight to stderr: the test harness captures println!, and this line must show.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIP: booting the bzImage with a busybox initramfs to power-off needs guest user space, \
+             i.e. a host with vmx or svm; /proc/cpuinfo has neither \
              (PVM: the first user-space system call faults, see docs/testing.md)"
         );
         return;
