@@ -92,40 +92,79 @@ fn mkfs_ext4(path: &Path, size: u64) {
     assert!(st.success(), "mkfs.ext4 failed");
 }
 
-/// A newc cpio archive: (name, mode, contents); symlinks carry their target as contents.
-fn newc(entries: &[(&str, u32, Vec<u8>)]) -> Vec<u8> {
+/// One archive member: name, mode, contents (a symlink's target), device numbers.
+struct Member<'a> {
+    name: &'a str,
+    mode: u32,
+    data: Vec<u8>,
+    rdev: (u32, u32),
+}
+
+fn member(name: &str, mode: u32, data: Vec<u8>) -> Member<'_> {
+    Member {
+        name,
+        mode,
+        data,
+        rdev: (0, 0),
+    }
+}
+
+/// A newc cpio archive, as the kernel unpacks into its initramfs.
+fn newc(members: &[Member<'_>]) -> Vec<u8> {
     let mut out = Vec::new();
-    let mut push = |name: &str, mode: u32, data: &[u8], ino: usize| {
+    let mut push = |m: &Member<'_>, ino: usize| {
         let header = format!(
-            "070701{ino:08x}{mode:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
+            "070701{ino:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
+            m.mode,
             0,
             0,
             1,
             0,
-            data.len(),
+            m.data.len(),
             0,
             0,
-            0,
-            0,
-            name.len() + 1,
+            m.rdev.0,
+            m.rdev.1,
+            m.name.len() + 1,
             0
         );
         out.extend_from_slice(header.as_bytes());
-        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(m.name.as_bytes());
         out.push(0);
         while out.len() % 4 != 0 {
             out.push(0);
         }
-        out.extend_from_slice(data);
+        out.extend_from_slice(&m.data);
         while out.len() % 4 != 0 {
             out.push(0);
         }
     };
-    for (i, (name, mode, data)) in entries.iter().enumerate() {
-        push(name, *mode, data, i + 1);
+    for (i, m) in members.iter().enumerate() {
+        push(m, i + 1);
     }
-    push("TRAILER!!!", 0, &[], 0);
+    push(&member("TRAILER!!!", 0, vec![]), 0);
     out
+}
+
+/// A busybox initramfs whose /init prints USERSPACE-OK and powers off.
+fn initramfs(busybox: Vec<u8>) -> Vec<u8> {
+    let init =
+        b"#!/bin/busybox sh\n/bin/busybox echo USERSPACE-OK\n/bin/busybox poweroff -f\n".to_vec();
+    newc(&[
+        member("bin", 0o040755, vec![]),
+        member("dev", 0o040755, vec![]),
+        // init's stdin/stdout: without it the kernel starts init with no console at all.
+        Member {
+            name: "dev/console",
+            mode: 0o020600,
+            data: vec![],
+            rdev: (5, 1),
+        },
+        member("proc", 0o040755, vec![]),
+        member("bin/busybox", 0o100755, busybox),
+        member("bin/sh", 0o120777, b"busybox".to_vec()),
+        member("init", 0o100755, init),
+    ])
 }
 
 #[test]
@@ -266,16 +305,7 @@ fn busybox_initramfs_powers_off() {
     let busybox = std::fs::read("/bin/busybox")
         .or_else(|_| std::fs::read("/usr/bin/busybox"))
         .expect("busybox-static is needed for the initramfs");
-    let init =
-        b"#!/bin/busybox sh\n/bin/busybox echo USERSPACE-OK\n/bin/busybox poweroff -f\n".to_vec();
-    let cpio = newc(&[
-        ("bin", 0o040755, vec![]),
-        ("dev", 0o040755, vec![]),
-        ("proc", 0o040755, vec![]),
-        ("bin/busybox", 0o100755, busybox),
-        ("bin/sh", 0o120777, b"busybox".to_vec()),
-        ("init", 0o100755, init),
-    ]);
+    let cpio = initramfs(busybox);
     let tmp = tempfile::tempdir().unwrap();
     let initrd = tmp.path().join("initramfs.cpio");
     std::fs::write(&initrd, cpio).unwrap();
@@ -315,5 +345,41 @@ fn bzimage_loads_with_a_64bit_entry() {
         matches!(v.entry, vmm::boot::EntryPoint::Pvh { .. }),
         "{:?}",
         v.entry
+    );
+}
+
+#[test]
+fn initramfs_archive_reads_back_with_gnu_cpio() {
+    // The boot that uses it needs vmx/svm; the archive itself is checked everywhere.
+    let stand_in = b"\x7fELF stand-in for busybox".to_vec();
+    let size = format!(" {} ", stand_in.len());
+    let archive = initramfs(stand_in);
+    let mut child = Command::new("cpio")
+        .args(["-itv", "--quiet"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("GNU cpio is needed to check the archive");
+    child.stdin.take().unwrap().write_all(&archive).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let line = |name: &str| {
+        listing
+            .lines()
+            .find(|l| l.ends_with(&format!(" {name}")) || l.contains(&format!(" {name} -> ")))
+            .unwrap_or_else(|| panic!("{name} missing from:\n{listing}"))
+            .to_owned()
+    };
+    assert!(line("dev/console").starts_with("crw-------"), "{listing}");
+    assert!(line("dev/console").contains(" 5,"), "{listing}");
+    assert!(
+        line("bin/sh").starts_with('l') && line("bin/sh").ends_with("-> busybox"),
+        "{listing}"
+    );
+    assert!(line("init").starts_with("-rwxr-xr-x"), "{listing}");
+    assert!(
+        line("bin/busybox").contains(&size),
+        "size of the stand-in: {listing}"
     );
 }
