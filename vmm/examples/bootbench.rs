@@ -344,7 +344,7 @@ fn main() {
     };
     if let Some((create, slot)) = host_floor() {
         println!(
-            "host floor (any VMM): KVM_CREATE_VM {create:.2} ms, first memory slot {slot:.2} ms"
+            "KVM costs any VMM pays (warm, in-process): KVM_CREATE_VM {create:.2} ms, first memory slot {slot:.2} ms"
         );
     }
     println!(
