@@ -17,7 +17,7 @@ SIZE_GIB=${SIZE_GIB:-16}
 EXTENTS=${EXTENTS:-256}
 
 need_cargo
-need_pkgs gzip coreutils bc openssl
+need_pkgs gzip zstd coreutils bc
 log "building imagetool (release)"
 cargo build --release -q -p imagetool || die "cargo build failed"
 IT="${CARGO_TARGET_DIR:-$PWD/target}/release/imagetool"
@@ -49,58 +49,65 @@ allocated=$(du -B1 image.img | cut -f1)
 printf 'fixture: apparent %d bytes, allocated %d bytes (du)\n' "$apparent" "$allocated"
 
 now() { date +%s.%N; }
-# Runs "$@" RUNS times and prints the median wall time in seconds.
-median_time() {
-  local times=() t0 t1 i
-  for ((i = 0; i < RUNS; i++)); do
-    t0=$(now)
-    "$@"
-    t1=$(now)
-    times+=("$(echo "$t1 - $t0" | bc -l)")
-  done
-  printf '%s\n' "${times[@]}" | sort -g | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.2f", m}'
+declare -A TIMES
+# Runs "$@" once and appends its wall time in seconds to TIMES[$name].
+timed() {
+  local name=$1 t0 t1
+  shift
+  t0=$(now)
+  "$@"
+  t1=$(now)
+  TIMES[$name]+="$(echo "$t1 - $t0" | bc -l) "
 }
-ratio() { echo "scale=1; $1 / $2" | bc -l; }
+median() {
+  printf '%s\n' ${TIMES[$1]} | sort -g | awk '{a[NR]=$1} END {m=(NR%2)?a[(NR+1)/2]:(a[NR/2]+a[NR/2+1])/2; printf "%.2f", m}'
+}
+runs() { printf '%s\n' ${TIMES[$1]} | awk '{printf "%s%.1f", (NR>1?" ":""), $1}'; }
+ratio() { echo "scale=1; $(median "$1") / $(median "$2")" | bc -l; }
 
 base_export() { dd if=image.img bs=1M status=none | gzip -1 >base.gz; }
 ours_export_1() { "$IT" export image.img -o ours1.gz --level 1 --force >/dev/null; }
 ours_export_6() { "$IT" export image.img -o ours6.gz --force >/dev/null; }
 ours_export_zst() { "$IT" export image.img -o ours.zst --force >/dev/null; }
+hash_floor() { "$IT" export image.img -o - --format raw >/dev/null 2>&1; }
 base_import() { rm -f base.img && gunzip -c ours1.gz | cp --sparse=always /proc/self/fd/0 base.img; }
 ours_import() { "$IT" import ours1.gz -o ours.img --force >/dev/null; }
 
-log "export: dd | gzip -1 ($RUNS runs)"
-t_base=$(median_time base_export)
-log "export: imagetool --level 1 ($RUNS runs)"
-t_ours1=$(median_time ours_export_1)
-log "export: imagetool, default gzip level 6 ($RUNS runs)"
-t_ours6=$(median_time ours_export_6)
-log "export: imagetool, zstd level 3 ($RUNS runs)"
-t_zst=$(median_time ours_export_zst)
-log "digest floor: sha256 of ${SIZE_GIB} GiB with openssl (one run)"
-t0=$(now); openssl dgst -sha256 image.img >/dev/null; t1=$(now)
-t_sha=$(echo "$t1 - $t0" | bc -l)
+# Contenders take turns within each round, so load from other users of the machine falls on all
+# of them alike rather than on whichever ran during a busy minute.
+for ((r = 1; r <= RUNS; r++)); do
+  log "export round $r of $RUNS"
+  timed base_export base_export
+  timed ours_export_1 ours_export_1
+  timed ours_export_6 ours_export_6
+  timed ours_export_zst ours_export_zst
+  timed hash_floor hash_floor
+done
 
 log "checking that the exports decompress to the image"
 gunzip -c ours1.gz | cmp - image.img || die "imagetool's gzip export differs from the image"
-log "import: gunzip -c | cp --sparse=always ($RUNS runs)"
-t_bimp=$(median_time base_import)
-log "import: imagetool ($RUNS runs)"
-t_oimp=$(median_time ours_import)
+zstd -q -dc ours.zst | cmp - image.img || die "imagetool's zstd export differs from the image"
+for ((r = 1; r <= RUNS; r++)); do
+  log "import round $r of $RUNS"
+  timed base_import base_import
+  timed ours_import ours_import
+done
 cmp ours.img image.img || die "imagetool's import differs from the image"
+cmp base.img image.img || die "the baseline import differs from the image"
 
 size() { stat -c %s "$1"; }
 alloc() { du -B1 "$1" | cut -f1; }
+row() { printf '%-46s %9s %14s %8s   %s\n' "$@"; }
 echo
-printf '%-44s %9s %14s %8s\n' "export (${SIZE_GIB} GiB, $((allocated >> 20)) MiB allocated)" "median s" "output bytes" "speedup"
-printf '%-44s %9s %14d %8s\n' "dd bs=1M | gzip -1" "$t_base" "$(size base.gz)" "1.0x"
-printf '%-44s %9s %14d %8s\n' "imagetool export --level 1 (gzip)" "$t_ours1" "$(size ours1.gz)" "$(ratio "$t_base" "$t_ours1")x"
-printf '%-44s %9s %14d %8s\n' "imagetool export (gzip level 6)" "$t_ours6" "$(size ours6.gz)" "$(ratio "$t_base" "$t_ours6")x"
-printf '%-44s %9s %14d %8s\n' "imagetool export -o X.zst (zstd level 3)" "$t_zst" "$(size ours.zst)" "$(ratio "$t_base" "$t_zst")x"
-printf '%-44s %9.2f %14s %8s\n' "(floor: openssl sha256 of the image)" "$t_sha" "-" "$(ratio "$t_base" "$t_sha")x"
+row "export (${SIZE_GIB} GiB, $((allocated >> 20)) MiB allocated)" "median s" "output bytes" "speedup" "runs (s)"
+row "dd bs=1M | gzip -1" "$(median base_export)" "$(size base.gz)" "1.0x" "$(runs base_export)"
+row "imagetool export --level 1 (gzip)" "$(median ours_export_1)" "$(size ours1.gz)" "$(ratio base_export ours_export_1)x" "$(runs ours_export_1)"
+row "imagetool export (gzip level 6)" "$(median ours_export_6)" "$(size ours6.gz)" "$(ratio base_export ours_export_6)x" "$(runs ours_export_6)"
+row "imagetool export -o X.zst (zstd level 3)" "$(median ours_export_zst)" "$(size ours.zst)" "$(ratio base_export ours_export_zst)x" "$(runs ours_export_zst)"
+row "(SHA-256 floor: export --format raw >/dev/null)" "$(median hash_floor)" "-" "$(ratio base_export hash_floor)x" "$(runs hash_floor)"
 echo
-printf '%-44s %9s %14s %8s\n' "import of the --level 1 export" "median s" "allocated" "speedup"
-printf '%-44s %9s %14d %8s\n' "gunzip -c | cp --sparse=always" "$t_bimp" "$(alloc base.img)" "1.0x"
-printf '%-44s %9s %14d %8s\n' "imagetool import" "$t_oimp" "$(alloc ours.img)" "$(ratio "$t_bimp" "$t_oimp")x"
-printf '%-44s %9s %14d\n' "source image (du)" "-" "$allocated"
-printf 'allocated, imagetool import / source: %s\n' "$(echo "scale=4; $(alloc ours.img) / $allocated" | bc -l)"
+row "import of the --level 1 export" "median s" "allocated" "speedup" "runs (s)"
+row "gunzip -c | cp --sparse=always" "$(median base_import)" "$(alloc base.img)" "1.0x" "$(runs base_import)"
+row "imagetool import" "$(median ours_import)" "$(alloc ours.img)" "$(ratio base_import ours_import)x" "$(runs ours_import)"
+row "source image (du)" "-" "$allocated" "" ""
+printf 'allocated, imagetool import / source image: %s\n' "$(echo "scale=4; $(alloc ours.img) / $allocated" | bc -l)"
