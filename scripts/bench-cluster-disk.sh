@@ -26,7 +26,7 @@ trap cleanup EXIT
 cat > "$work/bench.yaml" <<YAML
 name: bench
 image:
-  kernel: $image/demo.vmlinuz
+  kernel: $image/demo.vmlinux
   initrd: $image/demo_pxe_image.cpio.gz
 network: { mode: user }
 defaults: { cpus: 1, memory: 256, root_size: 8G }
