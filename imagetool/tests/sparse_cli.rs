@@ -245,6 +245,41 @@ fn corrupt_and_joined_streams_fail() {
 }
 
 #[test]
+fn no_digest_skips_the_hash_and_the_end_record() {
+    let t = tempdir();
+    let d = t.path();
+    small_image(d, "img");
+    let run = it(d, &["export", "img", "-o", "img.gz", "--no-digest"]);
+    run.ok();
+    assert!(
+        run.stdout
+            .contains("sha256:        not computed (--no-digest)"),
+        "{}",
+        run.stdout
+    );
+    sh(d, "gunzip -c img.gz | cmp - img");
+    let run = it(d, &["import", "img.gz", "-o", "back.img"]);
+    run.ok();
+    assert!(run.stdout.contains("not verified"), "{}", run.stdout);
+    sh(d, "cmp back.img img");
+    let before = entries(d);
+    it(
+        d,
+        &[
+            "export",
+            "img",
+            "-o",
+            "x.gz",
+            "--no-digest",
+            "--digest",
+            "x.sha256",
+        ],
+    )
+    .fails_with(&["--no-digest", "--digest"]);
+    nothing_left(d, &before);
+}
+
+#[test]
 fn existing_outputs_need_force() {
     let t = tempdir();
     let d = t.path();

@@ -102,7 +102,7 @@ fn export_into_memory() {
         assert_eq!(report.format, format);
         assert_eq!(report.apparent_size, 32 << 20);
         assert_eq!(report.output_bytes, out.len() as u64);
-        assert_eq!(report.sha256, sha256sum(d, "img"));
+        assert_eq!(report.sha256, Some(sha256sum(d, "img")));
         assert!(report.data_bytes >= WRITES.iter().map(|w| w.1).sum::<u64>());
         assert!(report.data_bytes <= allocated(d, "img"));
         assert!(report.extents >= 3);
@@ -116,14 +116,15 @@ fn import_from_a_reader() {
     fixture(d);
     let mut stream = Vec::new();
     let report = sparse::export(&d.join("img"), &mut stream, &ExportOptions::default()).unwrap();
+    let sha = report.sha256.expect("a digest by default");
     let opts = ImportOptions {
-        expected_sha256: Some(report.sha256.to_uppercase()),
+        expected_sha256: Some(sha.to_uppercase()),
         ..Default::default()
     };
     let back = sparse::import(&mut &stream[..], &d.join("back"), &opts).unwrap();
     sh(d, "cmp back img");
     assert_eq!(back.format, Format::Gzip);
-    assert_eq!(back.sha256, report.sha256);
+    assert_eq!(back.sha256, sha);
     assert!(back.verified && back.sealed);
     assert_eq!((back.content_bytes, back.image_size), (32 << 20, 32 << 20));
     assert_eq!(back.input_bytes, stream.len() as u64);
@@ -185,6 +186,34 @@ fn import_errors_name_what_went_wrong_and_leave_nothing() {
     };
     import(&stream, &force).unwrap();
     sh(d, "cmp back img");
+}
+
+#[test]
+fn export_without_a_digest_is_an_unsealed_standard_stream() {
+    let t = tempdir();
+    let d = t.path();
+    fixture(d);
+    for format in [Format::Gzip, Format::Zstd] {
+        let opts = ExportOptions {
+            format,
+            digest: false,
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        let report = sparse::export(&d.join("img"), &mut out, &opts).unwrap();
+        assert_eq!(report.sha256, None);
+        let check = if format == Format::Gzip {
+            "gunzip -c"
+        } else {
+            "zstd -q -dc"
+        };
+        pipe_into(d, &format!("{check} | cmp - img"), &out);
+        let back =
+            sparse::import(&mut &out[..], &d.join("back"), &ImportOptions::default()).unwrap();
+        assert!(!back.sealed, "no digest, so no end record");
+        assert_eq!(back.sha256, sha256sum(d, "img"));
+        std::fs::remove_file(d.join("back")).unwrap();
+    }
 }
 
 /// A writer whose reader has gone away after `room` bytes.
@@ -275,6 +304,6 @@ fn exports_block_devices() {
     let mut out = Vec::new();
     let report = sparse::export(Path::new(&dev.0), &mut out, &ExportOptions::default()).unwrap();
     assert_eq!(report.apparent_size, 32 << 20);
-    assert_eq!(report.sha256, sha256sum(d, "img"));
+    assert_eq!(report.sha256, Some(sha256sum(d, "img")));
     pipe_into(d, "gunzip -c | cmp - img", &out);
 }

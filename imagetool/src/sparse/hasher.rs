@@ -75,6 +75,21 @@ impl BackgroundHasher {
         })
     }
 
+    /// A stand-in that hashes nothing and hands every buffer straight back, for when no digest
+    /// is wanted.
+    pub(crate) fn disabled(buf_len: usize) -> Self {
+        let (_, free) = channel();
+        Self {
+            tx: None,
+            free,
+            handle: None,
+            cancel: Arc::new(AtomicBool::new(false)),
+            allocated: 0,
+            buf_len,
+            spare: None,
+        }
+    }
+
     /// A buffer of `buf_len` bytes to read the next piece of content into (truncate it to what
     /// was read): a returned one, a new one while the pool is not full, else the next one the
     /// thread hands back. Its bytes are stale, not zeroed: clearing a MiB per piece costs more
@@ -104,12 +119,16 @@ impl BackgroundHasher {
 
     /// The next piece of content.
     pub(crate) fn data(&mut self, buf: Vec<u8>) -> Result<(), SparseError> {
+        if self.handle.is_none() {
+            self.give_back(buf);
+            return Ok(());
+        }
         self.send(Piece::Data(buf))
     }
 
     /// The next `n` bytes of content are zeros.
     pub(crate) fn zeros(&mut self, n: u64) -> Result<(), SparseError> {
-        if n == 0 {
+        if n == 0 || self.handle.is_none() {
             Ok(())
         } else {
             self.send(Piece::Zeros(n))
@@ -121,11 +140,14 @@ impl BackgroundHasher {
         tx.send(piece).map_err(|_| SparseError::HasherGone)
     }
 
-    /// Waits for the thread to hash everything sent and returns the lower-case hex digest.
-    pub(crate) fn finish(mut self) -> Result<String, SparseError> {
+    /// Waits for the thread to hash everything sent and returns the lower-case hex digest;
+    /// `None` from a [`Self::disabled`] one.
+    pub(crate) fn finish(mut self) -> Result<Option<String>, SparseError> {
         drop(self.tx.take());
-        let handle = self.handle.take().ok_or(SparseError::HasherGone)?;
-        handle.join().map_err(|_| SparseError::HasherGone)
+        match self.handle.take() {
+            Some(handle) => handle.join().map(Some).map_err(|_| SparseError::HasherGone),
+            None => Ok(None),
+        }
     }
 }
 
@@ -157,14 +179,30 @@ mod tests {
             h.zeros(u64::from(i) * 700_000).unwrap();
             expected.update(vec![0u8; usize::from(i) * 700_000]);
         }
-        assert_eq!(h.finish().unwrap(), hex::encode(expected.finalize()));
+        assert_eq!(
+            h.finish().unwrap().unwrap(),
+            hex::encode(expected.finalize())
+        );
+    }
+
+    #[test]
+    fn a_disabled_hasher_recycles_one_buffer() {
+        let mut h = BackgroundHasher::disabled(8);
+        for _ in 0..10 {
+            let b = h.buffer().unwrap();
+            assert_eq!(b.len(), 8);
+            h.data(b).unwrap();
+            h.zeros(1 << 40).unwrap();
+        }
+        assert_eq!(h.allocated, 1);
+        assert_eq!(h.finish().unwrap(), None);
     }
 
     #[test]
     fn empty_content_has_the_empty_digest() {
         let h = BackgroundHasher::spawn(16).unwrap();
         assert_eq!(
-            h.finish().unwrap(),
+            h.finish().unwrap().unwrap(),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
     }

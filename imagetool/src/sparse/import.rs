@@ -191,7 +191,7 @@ pub fn import(
     } else {
         None
     };
-    let sha256 = hasher.finish()?;
+    let sha256 = hasher.finish()?.ok_or(SparseError::HasherGone)?;
     if let Some(expected) = &expected
         && *expected != sha256
     {
