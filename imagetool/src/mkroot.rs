@@ -110,10 +110,10 @@ pub fn mkroot(output: &Path, opts: &MkrootOptions) -> Result<MkrootReport, Mkroo
     if opts.label.len() > 16 {
         return Err(MkrootError::LabelTooLong(opts.label.clone()));
     }
-    if let Some(dir) = &opts.from {
-        if !dir.is_dir() {
-            return Err(MkrootError::FromNotDir(dir.clone()));
-        }
+    if let Some(dir) = &opts.from
+        && !dir.is_dir()
+    {
+        return Err(MkrootError::FromNotDir(dir.clone()));
     }
     let mkfs = find_mkfs().ok_or(MkrootError::MissingMkfs)?;
     let version = e2fsprogs_version(&mkfs)?;

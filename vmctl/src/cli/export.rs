@@ -62,6 +62,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         format,
         level: None,
         progress: imagetool::progress::bytes(Some(size), "export"),
+        ..ExportOptions::default()
     };
     let report = {
         let mut w = BufWriter::with_capacity(1 << 20, out.file());
@@ -79,6 +80,8 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         imagetool::size::human(report.data_bytes),
         imagetool::size::human(report.output_bytes),
     );
-    println!("sha256 {}", report.sha256);
+    if let Some(digest) = &report.sha256 {
+        println!("sha256 {digest}");
+    }
     Ok(())
 }
