@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use super::{ConfigError, DiskConfig, SerialConfig, VmConfig};
+use super::{ConfigError, DiskConfig, NetConfig, SerialConfig, VmConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -35,6 +35,12 @@ pub struct Cli {
     /// A virtio-blk disk; repeat for several. Replaces the config file's disk list.
     #[arg(long = "disk", value_name = "path=PATH[,readonly=on][,serial=ID]")]
     pub disks: Vec<DiskConfig>,
+    /// A virtio-net NIC; repeat for several. Replaces the config file's net list.
+    #[arg(
+        long = "net",
+        value_name = "tap=NAME[,mac=MAC] | user[,hostfwd=tcp:[ADDR]:PORT-:PORT]...[,mac=MAC]"
+    )]
+    pub net: Vec<NetConfig>,
     /// Serial console: stdio, file=PATH, socket=PATH or off [default: stdio].
     #[arg(long, value_name = "MODE")]
     pub serial: Option<SerialConfig>,
@@ -70,6 +76,9 @@ impl Cli {
         }
         if !self.disks.is_empty() {
             config.disks = self.disks;
+        }
+        if !self.net.is_empty() {
+            config.net = self.net;
         }
         if let Some(s) = self.serial {
             config.serial = s;
