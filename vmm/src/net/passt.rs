@@ -40,10 +40,10 @@ pub enum PasstError {
     Failed(String),
     #[error("passt did not start within {} s", START_TIMEOUT.as_secs())]
     Timeout,
-    #[error("cannot make passt's runtime directory {path}: {source}")]
+    #[error("cannot make passt's runtime directory {path}: {error}")]
     RuntimeDir {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -188,9 +188,9 @@ fn runtime_dir(index: usize) -> Result<PathBuf, PasstError> {
         .filter(|d| d.is_dir())
         .unwrap_or_else(std::env::temp_dir);
     let path = base.join(format!("vmm-{}-passt{index}", std::process::id()));
-    let err = |source| PasstError::RuntimeDir {
+    let err = |error| PasstError::RuntimeDir {
         path: path.clone(),
-        source,
+        error,
     };
     // Left over from an earlier process with our pid: nothing of it can still be in use.
     let _ = std::fs::remove_dir_all(&path);

@@ -11,7 +11,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::Path;
 
 use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_CSUM, VIRTIO_NET_F_GUEST_CSUM, VIRTIO_NET_F_GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6,
@@ -35,9 +34,9 @@ pub enum TapError {
     )]
     CannotCreate(String),
     #[error(
-        "TAP {name} belongs to {owner}; recreate it for this user (ip tuntap del dev {name} mode tap; ip tuntap add dev {name} mode tap vnet_hdr user $(id -un)) or run as its owner"
+        "TAP {0} belongs to another user or group (see ip -d link show {0}); recreate it for this user (ip tuntap del dev {0} mode tap; ip tuntap add dev {0} mode tap vnet_hdr user $(id -un)) or run as its owner"
     )]
-    NotOwner { name: String, owner: String },
+    NotOwner(String),
     #[error("TAP {0} is in use by another process (a TAP serves one VM)")]
     Busy(String),
     #[error(
@@ -48,11 +47,11 @@ pub enum TapError {
     IsTun(String),
     #[error("{0} exists but is not a TAP device (a bridge or a real NIC?); name a TAP")]
     NotTap(String),
-    #[error("TAP {name}: {what} failed: {source}")]
+    #[error("TAP {name}: {what} failed: {error}")]
     Ioctl {
         name: String,
         what: &'static str,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -77,55 +76,85 @@ fn ifreq(name: &str) -> libc::ifreq {
     req
 }
 
-/// Flags the kernel reports for an existing tun/tap device (`/sys/class/net/NAME/tun_flags`),
-/// or None when NAME is not a tun/tap device (or does not exist).
-fn sysfs_tun_flags(name: &str) -> Option<i32> {
-    let text = std::fs::read_to_string(format!("/sys/class/net/{name}/tun_flags")).ok()?;
-    i32::from_str_radix(text.trim().trim_start_matches("0x"), 16).ok()
+/// Whether interface `name` exists in this process's network namespace (sysfs would show the
+/// namespace it was mounted in, which after `setns` is not ours).
+fn interface_exists(name: &str) -> bool {
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return false;
+    };
+    // SAFETY: a NUL-terminated string that outlives the call.
+    unsafe { libc::if_nametoindex(c.as_ptr()) != 0 }
 }
 
-fn interface_exists(name: &str) -> bool {
-    Path::new("/sys/class/net").join(name).exists()
+/// `struct ethtool_drvinfo` (linux/ethtool.h).
+#[repr(C)]
+struct EthtoolDrvinfo {
+    cmd: u32,
+    driver: [u8; 32],
+    version: [u8; 32],
+    fw_version: [u8; 32],
+    bus_info: [u8; 32],
+    erom_version: [u8; 32],
+    reserved2: [u8; 12],
+    n_priv_flags: u32,
+    n_stats: u32,
+    testinfo_len: u32,
+    eedump_len: u32,
+    regdump_len: u32,
+}
+
+const ETHTOOL_GDRVINFO: u32 = 3;
+
+/// The driver of interface `name` and its bus; the tun driver reports "tun" and "tun" or "tap".
+fn driver_info(name: &str) -> Option<(String, String)> {
+    let sock = control_socket().ok()?;
+    let mut info = EthtoolDrvinfo {
+        cmd: ETHTOOL_GDRVINFO,
+        driver: [0; 32],
+        version: [0; 32],
+        fw_version: [0; 32],
+        bus_info: [0; 32],
+        erom_version: [0; 32],
+        reserved2: [0; 12],
+        n_priv_flags: 0,
+        n_stats: 0,
+        testinfo_len: 0,
+        eedump_len: 0,
+        regdump_len: 0,
+    };
+    let mut req = ifreq(name);
+    req.ifr_ifru.ifru_data = (&mut info as *mut EthtoolDrvinfo).cast();
+    // SAFETY: SIOCETHTOOL with ETHTOOL_GDRVINFO fills the ethtool_drvinfo that ifru_data points
+    // to; both `req` and `info` live across the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &mut req) } < 0 {
+        return None;
+    }
+    let text = |b: &[u8]| {
+        let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
+        String::from_utf8_lossy(&b[..end]).into_owned()
+    };
+    Some((text(&info.driver), text(&info.bus_info)))
 }
 
 /// Turns a TUNSETIFF failure into what the user should do about it.
 fn explain_setiff(name: &str, err: std::io::Error) -> TapError {
     let exists = interface_exists(name);
-    let flags = sysfs_tun_flags(name);
     match err.raw_os_error() {
         Some(libc::EPERM) if !exists => TapError::CannotCreate(name.to_owned()),
-        Some(libc::EPERM) => {
-            let field = |f: &str| {
-                std::fs::read_to_string(format!("/sys/class/net/{name}/{f}"))
-                    .map(|s| s.trim().to_owned())
-                    .unwrap_or_default()
-            };
-            let owner = match (field("owner").as_str(), field("group").as_str()) {
-                ("-1", "-1") | ("", "") => "root (no owner set)".to_owned(),
-                (o, "-1") => format!("uid {o}"),
-                ("-1", g) => format!("gid {g}"),
-                (o, g) => format!("uid {o} gid {g}"),
-            };
-            TapError::NotOwner {
-                name: name.to_owned(),
-                owner,
-            }
-        }
+        Some(libc::EPERM) => TapError::NotOwner(name.to_owned()),
         Some(libc::EBUSY) => TapError::Busy(name.to_owned()),
-        Some(libc::EINVAL) if exists => match flags {
-            None => TapError::NotTap(name.to_owned()),
-            Some(f) if f & libc::IFF_TUN != 0 => TapError::IsTun(name.to_owned()),
-            Some(f) if f & libc::IFF_MULTI_QUEUE != 0 => TapError::MultiQueue(name.to_owned()),
-            Some(_) => TapError::Ioctl {
-                name: name.to_owned(),
-                what: "TUNSETIFF",
-                source: err,
-            },
+        Some(libc::EINVAL) if exists => match driver_info(name) {
+            Some((driver, bus)) if driver == "tun" && bus == "tun" => {
+                TapError::IsTun(name.to_owned())
+            }
+            // A TAP that TUNSETIFF refuses: the one mismatch left is multi-queue.
+            Some((driver, _)) if driver == "tun" => TapError::MultiQueue(name.to_owned()),
+            _ => TapError::NotTap(name.to_owned()),
         },
         _ => TapError::Ioctl {
             name: name.to_owned(),
             what: "TUNSETIFF",
-            source: err,
+            error: err,
         },
     }
 }
@@ -166,7 +195,7 @@ impl Tap {
         let ioctl_err = |what: &'static str| TapError::Ioctl {
             name: name.to_owned(),
             what,
-            source: std::io::Error::last_os_error(),
+            error: std::io::Error::last_os_error(),
         };
 
         let mut req = ifreq(name);
@@ -189,15 +218,15 @@ impl Tap {
             warned: false,
         };
         // A persistent TAP keeps the offloads its last user set; none until the guest says.
-        tap.set_offload(0).map_err(|source| TapError::Ioctl {
+        tap.set_offload(0).map_err(|error| TapError::Ioctl {
             name: name.to_owned(),
             what: "TUNSETOFFLOAD",
-            source,
+            error,
         })?;
-        let sock = control_socket().map_err(|source| TapError::Ioctl {
+        let sock = control_socket().map_err(|error| TapError::Ioctl {
             name: name.to_owned(),
             what: "socket",
-            source,
+            error,
         })?;
         let mut req = ifreq(name);
         // SAFETY: SIOCGIFMTU fills ifru_mtu of the ifreq `req`, valid across the call.
