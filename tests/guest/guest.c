@@ -14,7 +14,8 @@
  *   crash          triple fault.
  *   idle           print and halt with interrupts off (for console tests).
  *   memtouch=N     write N MiB four times and read it back, then exit (memory speed probe).
- *   net            exchange frames with a peer on the host's TAP (see test_net()).
+ *   net            exchange frames with a peer on the host's TAP (see test_net()); with
+ *                  "nobufs", set the NIC up without receive buffers and halt.
  * Options: expect_cpus=N (fail unless ACPI and the MP table both show N CPUs), noinput.
  *
  * Disk contents the host prepares: byte j of sector s is (s * 3 + j) & 0xff.
@@ -782,6 +783,11 @@ static void test_net(void) {
     CHECK(status & 1, "net: link up");
     CHECK((d->features & 0x8083) == 0x8083, "net: CSUM, GUEST_CSUM, GUEST_TSO4, MRG_RXBUF offered");
     CHECK(d->features & (1 << 11), "net: HOST_TSO4 offered");
+    if (option("nobufs")) {
+        /* The device is live but has nowhere to put frames: the VMM must wait, not spin. */
+        puts("guest: net without receive buffers\n");
+        for (;;) __asm__ volatile("cli; hlt");
+    }
 
     for (u16 i = 0; i < NET_RXBUFS; i++) {
         d->q[0].desc[i] = (struct vq_desc){ (u64)d->rxbuf[i], NET_RXBUF_LEN, VIRTQ_DESC_F_WRITE, 0 };

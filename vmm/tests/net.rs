@@ -204,7 +204,11 @@ impl PacketSocket {
                 i32::from(ETH_P_ALL.to_be()),
             )
         };
-        assert!(fd >= 0, "packet socket: {}", std::io::Error::last_os_error());
+        assert!(
+            fd >= 0,
+            "packet socket: {}",
+            std::io::Error::last_os_error()
+        );
         // SAFETY: fd was just created and is owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let name = CString::new(ifname).unwrap();
@@ -333,7 +337,11 @@ fn tcp_frame(dst: [u8; 6], payload: usize) -> Vec<u8> {
     ip[9] = 6;
     ip[12..16].copy_from_slice(&[10, 0, 0, 1]);
     ip[16..20].copy_from_slice(&[10, 0, 0, 2]);
-    let csum = !fold(ip.chunks(2).map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))).sum());
+    let csum = !fold(
+        ip.chunks(2)
+            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+            .sum(),
+    );
     ip[10..12].copy_from_slice(&csum.to_be_bytes());
     f.extend_from_slice(&ip);
     let mut tcp = [0u8; 20];
@@ -403,7 +411,13 @@ fn test_guest_exchanges_frames_and_offloads_over_a_tap() {
             got.push((hdr, frame));
         }
     }
-    let dump = |r: &Running| format!("--- stdout ---\n{}\n--- stderr ---\n{}", r.stdout(), r.stderr());
+    let dump = |r: &Running| {
+        format!(
+            "--- stdout ---\n{}\n--- stderr ---\n{}",
+            r.stdout(),
+            r.stderr()
+        )
+    };
     assert_eq!(got.len(), 4, "frames from the guest: {got:?}\n{}", dump(&r));
     let (hdr, frame) = &got[0];
     assert_eq!(*hdr, VnetHdr::default());
@@ -418,9 +432,19 @@ fn test_guest_exchanges_frames_and_offloads_over_a_tap() {
         "the partial checksum reached the host as such"
     );
     let (hdr, frame) = &got[2];
-    assert_eq!(frame.len(), 14 + 20 + 20 + 4000, "one 4000-byte TCP segment");
     assert_eq!(
-        (hdr.flags, hdr.gso_type, hdr.gso_size, hdr.csum_start, hdr.csum_offset),
+        frame.len(),
+        14 + 20 + 20 + 4000,
+        "one 4000-byte TCP segment"
+    );
+    assert_eq!(
+        (
+            hdr.flags,
+            hdr.gso_type,
+            hdr.gso_size,
+            hdr.csum_start,
+            hdr.csum_offset
+        ),
         (1, 1, 1000, 34, 16),
         "GSO metadata passed to the TAP"
     );
@@ -473,6 +497,68 @@ fn test_guest_exchanges_frames_and_offloads_over_a_tap() {
     }
 }
 
+/// CPU time (user + system) a process has used, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the command name.
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// Frames keep arriving for a guest that posted no receive buffers: the VMM parks one frame
+/// and stops reading the TAP instead of spinning on it.
+#[test]
+#[ignore = "needs root, network namespaces, /dev/kvm and the test guest; run by scripts/test.sh"]
+fn no_receive_buffers_means_no_busy_loop() {
+    let guest = test_guest();
+    let ns = NetNs::new("nobufs");
+    ns.tap("tap0", 1500, None);
+    let sock = ns.enter(|| PacketSocket::bind("tap0"));
+    let r = ns.vmm(&[
+        "--kernel",
+        guest.to_str().unwrap(),
+        "--memory",
+        "64",
+        "--net",
+        "tap=tap0",
+        "--cmdline",
+        "net nobufs",
+    ]);
+    assert!(
+        wait_for_line(
+            &r,
+            "guest: net without receive buffers",
+            Duration::from_secs(60)
+        ),
+        "{}\n{}",
+        r.stdout(),
+        r.stderr()
+    );
+    let pid = r.child.id();
+    let mut frame = vec![0xffu8; 6];
+    frame.extend_from_slice(&[0x02, 0, 0, 0, 0, 1, 0x88, 0xb5]);
+    frame.resize(60, 0);
+    // SAFETY: sysconf has no memory arguments.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as u64;
+    let before = cpu_ticks(pid);
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(2) {
+        for _ in 0..100 {
+            sock.send(VnetHdr::default(), &frame);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let used = cpu_ticks(pid) - before;
+    // A spinning event loop burns a whole core: about 2 s here. Waiting costs next to nothing.
+    assert!(
+        used * 10 < hz,
+        "the VMM used {used} ticks ({hz}/s) in 2 s with a full TAP and no guest buffers"
+    );
+    let r = r.wait_until(Duration::from_secs(1), |_, _| true);
+    assert!(r.status.is_none(), "the VMM kept running\n{}", r.dump());
+}
+
 #[test]
 #[ignore = "needs root, network namespaces, /dev/kvm and the test guest; run by scripts/test.sh"]
 fn vmm_creates_a_missing_tap_and_it_goes_away_with_the_vmm() {
@@ -498,7 +584,11 @@ fn vmm_creates_a_missing_tap_and_it_goes_away_with_the_vmm() {
     let detail = ns.ip(&["-d", "-o", "link", "show", "vmmnew0"]);
     assert!(detail.contains("tun type tap"), "{detail}");
     let r = r.wait_until(Duration::from_secs(1), |_, _| true);
-    assert!(r.status.is_none(), "the VMM was stopped by the test\n{}", r.dump());
+    assert!(
+        r.status.is_none(),
+        "the VMM was stopped by the test\n{}",
+        r.dump()
+    );
     let gone = Command::new("ip")
         .args(["-n", &ns.name, "link", "show", "vmmnew0"])
         .output()
@@ -530,7 +620,9 @@ fn unusable_taps_are_one_line_errors() {
     let ns = NetNs::new("errors");
     ns.ip(&["tuntap", "add", "dev", "tun0", "mode", "tun"]);
     ns.ip(&["tuntap", "add", "dev", "mq0", "mode", "tap", "multi_queue"]);
-    ns.ip(&["tuntap", "add", "dev", "owned0", "mode", "tap", "user", "65534"]);
+    ns.ip(&[
+        "tuntap", "add", "dev", "owned0", "mode", "tap", "user", "65534",
+    ]);
     ns.tap("busy0", 1500, None);
     assert_one_line_error(&vmm_in(&ns, "tap=lo"), "lo exists but is not a TAP device");
     assert_one_line_error(&vmm_in(&ns, "tap=tun0"), "is a TUN (layer 3) device");
@@ -667,9 +759,7 @@ fn passt_starts_forwards_and_dies_with_the_vmm() {
     assert_eq!(passt.len(), 1, "one passt child\n{}", r.stderr());
     let passt = passt[0];
     // The forward is passt's listening socket in the namespace.
-    ns.enter(|| {
-        TcpStream::connect("127.0.0.1:2222").expect("passt listens on the forwarded port")
-    });
+    ns.enter(|| TcpStream::connect("127.0.0.1:2222").expect("passt listens on the forwarded port"));
     // A hard kill of the VMM: passt notices its socket closing and exits (--one-off).
     let _ = r.wait_until(Duration::from_secs(1), |_, _| true);
     let end = Instant::now() + Duration::from_secs(10);
@@ -725,7 +815,9 @@ fn wait_for_ip_config(r: &Running, serial: &Path) -> Result<String, String> {
 
 /// `device=eth0, hwaddr=..., ipaddr=A, mask=..., gw=...` -> A.
 fn ipaddr(serial: &str) -> Option<String> {
-    let line = serial.lines().find(|l| l.contains("hwaddr=") && l.contains("ipaddr="))?;
+    let line = serial
+        .lines()
+        .find(|l| l.contains("hwaddr=") && l.contains("ipaddr="))?;
     let at = line.find("ipaddr=")? + "ipaddr=".len();
     Some(line[at..].split(',').next()?.trim().to_owned())
 }
@@ -743,7 +835,17 @@ fn reassembled(ns: &NetNs) -> u64 {
 
 fn ping(ns: &NetNs, addr: &str, size: usize) -> std::process::Output {
     ns.command("ping")
-        .args(["-c", "3", "-W", "3", "-M", "do", "-s", &size.to_string(), addr])
+        .args([
+            "-c",
+            "3",
+            "-W",
+            "3",
+            "-M",
+            "do",
+            "-s",
+            &size.to_string(),
+            addr,
+        ])
         .output()
         .expect("ping (iputils-ping) is needed")
 }
@@ -805,7 +907,11 @@ fn linux_gets_dhcp_leases_over_a_bridge_and_passt_and_uses_the_bridge_mtu() {
         "dnsmasq has no lease {mac0} -> {addr0}:\n{lease_file}"
     );
     let p = ping(&ns, &addr0, 56);
-    assert!(p.status.success(), "ping {addr0}: {}", String::from_utf8_lossy(&p.stdout));
+    assert!(
+        p.status.success(),
+        "ping {addr0}: {}",
+        String::from_utf8_lossy(&p.stdout)
+    );
 
     // Over the 9000-byte bridge: a 9000-byte IP packet goes to the guest and its 9000-byte
     // answer comes back in one piece, which the guest only sends if its MTU is 9000 (it

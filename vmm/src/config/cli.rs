@@ -129,6 +129,34 @@ mod tests {
     }
 
     #[test]
+    fn net_flags_replace_the_files_nics() {
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = dir.path().join("k");
+        std::fs::write(&kernel, b"x").unwrap();
+        let yaml = dir.path().join("vm.yaml");
+        std::fs::write(&yaml, "kernel: k\nnet:\n  - tap: fromfile0\n").unwrap();
+        let c = Cli::try_parse_from(["vmm", "--config", yaml.to_str().unwrap()])
+            .unwrap()
+            .into_config()
+            .unwrap();
+        assert_eq!(c.net.len(), 1);
+        let c = Cli::try_parse_from([
+            "vmm",
+            "--config",
+            yaml.to_str().unwrap(),
+            "--net",
+            "tap=a0",
+            "--net",
+            "user,hostfwd=tcp::2222-:22",
+        ])
+        .unwrap()
+        .into_config()
+        .unwrap();
+        let nets: Vec<String> = c.net.iter().map(ToString::to_string).collect();
+        assert_eq!(nets, ["tap=a0", "user,hostfwd=tcp::2222-:22"]);
+    }
+
+    #[test]
     fn bad_disk_flag_is_a_usage_error() {
         let err =
             Cli::try_parse_from(["vmm", "--kernel", "k", "--disk", "readonly=on"]).unwrap_err();

@@ -474,6 +474,38 @@ mod tests {
     }
 
     #[test]
+    fn vm_yaml_with_nics_and_flags_replacing_them() {
+        use crate::config::VmConfig;
+        use std::path::Path;
+        let text = "kernel: k\nnet:\n  - tap: vmtap0\n  - user: true\n    hostfwd: [\"tcp::2222-:22\"]\n    mac: 52:54:00:00:00:02\n";
+        let c = VmConfig::from_yaml(text, Path::new("vm.yaml"), Path::new("/")).unwrap();
+        assert_eq!(c.net.len(), 2);
+        assert_eq!(c.net[0].to_string(), "tap=vmtap0");
+        assert_eq!(
+            c.net[1].to_string(),
+            "user,hostfwd=tcp::2222-:22,mac=52:54:00:00:00:02"
+        );
+        let again =
+            VmConfig::from_yaml(&c.to_yaml().unwrap(), Path::new("x"), Path::new("/")).unwrap();
+        assert_eq!(again, c);
+        let none = VmConfig::from_yaml("kernel: k\n", Path::new("x"), Path::new("/")).unwrap();
+        assert!(none.net.is_empty());
+        assert!(
+            !none.to_yaml().unwrap().contains("net"),
+            "no empty net: key"
+        );
+        let err = VmConfig::from_yaml(
+            "kernel: k\nnet:\n  - tap: a\n    user: true\n",
+            Path::new("vm.yaml"),
+            Path::new("/"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("exactly one of"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
     fn yaml_shape() {
         #[derive(Deserialize, Serialize)]
         struct W {

@@ -345,8 +345,7 @@ impl Net {
                 progressed = true;
                 let head = chain.head_index();
                 match tx::gather(chain, &a.mem, &mut self.tx_buf, &allowed) {
-                    Ok(n) if self.backend_closed || closed.is_some() => {
-                        let _ = n;
+                    Ok(_) if self.backend_closed || closed.is_some() => {
                         self.stats.tx_backend_dropped += 1;
                     }
                     Ok(n) => match self.backend.send(&self.tx_buf[..n]) {
