@@ -823,7 +823,7 @@ fn ipaddr(serial: &str) -> Option<String> {
 }
 
 fn reassembled(ns: &NetNs) -> u64 {
-    let snmp = run_ok(&mut ns.command("cat").arg("/proc/net/snmp"));
+    let snmp = run_ok(ns.command("cat").arg("/proc/net/snmp"));
     let mut ip = snmp.lines().filter(|l| l.starts_with("Ip:"));
     let (names, values) = (ip.next().unwrap(), ip.next().unwrap());
     let col = names
