@@ -121,8 +121,41 @@ impl NetNs {
     }
 
     /// Starts the VMM inside the namespace.
-    fn vmm(&self, args: &[&str]) -> Running {
-        self.enter(|| Running::spawn(args, Stdio::null()))
+    fn vmm(&self, args: &[&str]) -> Vm {
+        Vm(Some(self.enter(|| Running::spawn(args, Stdio::null()))))
+    }
+}
+
+/// A running VMM that is killed if the test fails before it is waited for: the namespace it
+/// runs in is about to be deleted.
+struct Vm(Option<Running>);
+
+impl std::ops::Deref for Vm {
+    type Target = Running;
+    fn deref(&self) -> &Running {
+        self.0.as_ref().expect("VMM already waited for")
+    }
+}
+
+impl Vm {
+    fn wait(mut self, timeout: Duration) -> Finished {
+        self.0.take().expect("VMM already waited for").wait(timeout)
+    }
+
+    /// Stops the VMM now (SIGKILL) and collects its output.
+    fn kill(mut self) -> Finished {
+        self.0
+            .take()
+            .expect("VMM already waited for")
+            .wait_until(Duration::ZERO, |_, _| true)
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        if let Some(r) = self.0.take() {
+            let _ = r.wait_until(Duration::ZERO, |_, _| true);
+        }
     }
 }
 
@@ -555,7 +588,7 @@ fn no_receive_buffers_means_no_busy_loop() {
         used * 10 < hz,
         "the VMM used {used} ticks ({hz}/s) in 2 s with a full TAP and no guest buffers"
     );
-    let r = r.wait_until(Duration::from_secs(1), |_, _| true);
+    let r = r.kill();
     assert!(r.status.is_none(), "the VMM kept running\n{}", r.dump());
 }
 
@@ -583,7 +616,7 @@ fn vmm_creates_a_missing_tap_and_it_goes_away_with_the_vmm() {
     assert!(link.contains("state UP") || link.contains(",UP"), "{link}");
     let detail = ns.ip(&["-d", "-o", "link", "show", "vmmnew0"]);
     assert!(detail.contains("tun type tap"), "{detail}");
-    let r = r.wait_until(Duration::from_secs(1), |_, _| true);
+    let r = r.kill();
     assert!(
         r.status.is_none(),
         "the VMM was stopped by the test\n{}",
@@ -758,10 +791,17 @@ fn passt_starts_forwards_and_dies_with_the_vmm() {
         .collect();
     assert_eq!(passt.len(), 1, "one passt child\n{}", r.stderr());
     let passt = passt[0];
+    // Its pid file (the readiness signal) is already gone: nothing to leave behind.
+    let base = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(std::path::PathBuf::from)
+        .filter(|d| d.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    let dir = base.join(format!("vmm-{vmm_pid}-passt0"));
+    assert!(!dir.exists(), "{} left behind", dir.display());
     // The forward is passt's listening socket in the namespace.
     ns.enter(|| TcpStream::connect("127.0.0.1:2222").expect("passt listens on the forwarded port"));
     // A hard kill of the VMM: passt notices its socket closing and exits (--one-off).
-    let _ = r.wait_until(Duration::from_secs(1), |_, _| true);
+    let _ = r.kill();
     let end = Instant::now() + Duration::from_secs(10);
     while Path::new(&format!("/proc/{passt}")).exists() && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(50));
@@ -771,11 +811,40 @@ fn passt_starts_forwards_and_dies_with_the_vmm() {
         state.is_empty() || state.contains(") Z "),
         "passt {passt} outlived the VMM: {state}"
     );
+
+    // A normal exit (the guest's verdict): the VMM stops and reaps passt before it exits, so
+    // not even a zombie is left for init.
+    let r = ns.vmm(&[
+        "--kernel",
+        guest.to_str().unwrap(),
+        "--memory",
+        "64",
+        "--net",
+        "user",
+        "--cmdline",
+        "tables",
+        "-v",
+    ]);
+    let vmm_pid = r.child.id();
+    let r = r.wait(Duration::from_secs(60));
+    assert_eq!(r.code(), Some(32), "{}", r.dump());
+    let started = r
+        .stderr
+        .lines()
+        .find_map(|l| l.split("passt started (pid ").nth(1))
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|p| p.parse::<u32>().ok())
+        .unwrap_or_else(|| panic!("no passt pid in the log\n{}", r.dump()));
+    assert!(
+        !Path::new(&format!("/proc/{started}")).exists()
+            || parent_of(started) != Some(vmm_pid),
+        "passt {started} still exists after the VMM exited"
+    );
 }
 
 // ---- Linux with ip=dhcp ----
 
-fn boot_linux(ns: &NetNs, net: &str, serial: &Path) -> Running {
+fn boot_linux(ns: &NetNs, net: &str, serial: &Path) -> Vm {
     let kernel = kernel_dir().join("vmlinux");
     let serial_arg = format!("file={}", serial.display());
     ns.vmm(&[
@@ -954,7 +1023,7 @@ fn linux_gets_dhcp_leases_over_a_bridge_and_passt_and_uses_the_bridge_mtu() {
         "the guest never answered the forwarded connection: {answered:?}"
     );
     for vm in [vm0, vm9, vmp] {
-        let r = vm.wait_until(Duration::from_secs(1), |_, _| true);
+        let r = vm.kill();
         assert!(!r.stderr.contains("error:"), "{}", r.dump());
     }
 }

@@ -4,8 +4,9 @@
 //!
 //! The socket is one end of a socket pair handed to passt as `--fd`, so there is no socket file
 //! to name, race for or clean up. passt is started with `--one-off`, so it exits as soon as our
-//! end closes, even if the VMM is killed with SIGKILL; on a normal exit [`PasstGuard`] kills it
-//! and removes its pid file. passt offers DHCP, DNS forwarding, NDP and port forwards
+//! end closes, even if the VMM is killed with SIGKILL; on a normal exit [`PasstGuard`] kills it.
+//! Its pid file only signals that it is ready (written after its ports are bound) and is
+//! removed right then. passt offers DHCP, DNS forwarding, NDP and port forwards
 //! (`-t`/`-u`, from `hostfwd=`); the guest gets the host's address and gateway.
 
 use std::io::{ErrorKind, IoSlice, Read, Write};
@@ -94,7 +95,7 @@ fn last_message(output: &str) -> String {
         .to_owned()
 }
 
-/// Keeps passt's pid file directory, kills passt and removes the directory when dropped.
+/// Kills passt when dropped (and removes its pid file directory if start-up failed half-way).
 pub struct PasstGuard {
     child: Child,
     dir: PathBuf,
@@ -265,6 +266,9 @@ pub fn start(
         partial: Vec::new(),
     };
     wait_ready(&mut guard, &mut log, &pidfile)?;
+    // The pid file was only the readiness signal, and we know the pid: remove it now, so
+    // nothing is left behind even if the VMM is killed with SIGKILL.
+    let _ = std::fs::remove_dir_all(&guard.dir);
     set_nonblocking(log.stderr.as_raw_fd()).map_err(PasstError::Spawn)?;
     log.drain();
     ours.set_nonblocking(true).map_err(PasstError::Spawn)?;
