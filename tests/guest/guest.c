@@ -15,7 +15,8 @@
  *   idle           print and halt with interrupts off (for console tests).
  *   memtouch=N     write N MiB four times and read it back, then exit (memory speed probe).
  *   net            exchange frames with a peer on the host's TAP (see test_net()); with
- *                  "nobufs", set the NIC up without receive buffers and halt.
+ *                  "nobufs", set the NIC up without receive buffers and halt; with "rxidle",
+ *                  post receive buffers and halt.
  * Options: expect_cpus=N (fail unless ACPI and the MP table both show N CPUs), noinput.
  *
  * Disk contents the host prepares: byte j of sector s is (s * 3 + j) & 0xff.
@@ -794,6 +795,11 @@ static void test_net(void) {
         net_publish(d, 0, i);
     }
     net_kick(d, 0);
+    if (option("rxidle")) {
+        /* Buffers posted, nothing sent: the VMM is now reading the TAP. */
+        puts("guest: net idle with receive buffers\n");
+        for (;;) __asm__ volatile("cli; hlt");
+    }
 
     static u8 hdr[NET_HDR_LEN];
     static u8 f[8192];

@@ -290,6 +290,11 @@ impl Tap {
                 self.pending = Some(buf.to_vec());
                 Ok(SendStatus::Blocked)
             }
+            // The interface was deleted: nothing will ever be sent again.
+            Err(e) if e.raw_os_error() == Some(libc::EBADFD) => Err(BackendError::Closed(format!(
+                "TAP {}: write: {e}",
+                self.name
+            ))),
             Err(e) => {
                 if !self.warned {
                     self.warned = true;
@@ -332,8 +337,12 @@ impl Backend for Tap {
             Ok(n) => Ok(Some(n)),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(None),
-            // EIO while the TAP is down, EINVAL/EFAULT for one bad frame: not fatal.
-            Err(e) => Err(BackendError::Frame(e)),
+            // Reading a TAP has no transient errors: EBADFD means the interface was deleted
+            // under us, and retrying would spin on a descriptor that stays readable.
+            Err(e) => Err(BackendError::Closed(format!(
+                "TAP {}: read: {e}",
+                self.name
+            ))),
         }
     }
 
