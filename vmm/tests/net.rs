@@ -880,6 +880,11 @@ fn passt_starts_forwards_and_dies_with_the_vmm() {
     let vmm_pid = r.child.id();
     let r = r.wait(Duration::from_secs(60));
     assert_eq!(r.code(), Some(32), "{}", r.dump());
+    assert!(
+        !r.stderr.contains("ERROR") && !r.stderr.contains("WARN"),
+        "stopping passt on purpose is not news\n{}",
+        r.dump()
+    );
     let started = r
         .stderr
         .lines()

@@ -56,6 +56,10 @@ pub trait Backend: Send {
     fn mtu(&self) -> u16;
     /// For log messages: "tap vmtap0", "passt".
     fn describe(&self) -> String;
+    /// Whether the VMM is stopping this backend on purpose (it going away is then no news).
+    fn stopping(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -16,6 +16,8 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStderr, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::{Backend, BackendError, SendStatus};
@@ -99,6 +101,8 @@ fn last_message(output: &str) -> String {
 pub struct PasstGuard {
     child: Child,
     dir: PathBuf,
+    /// Shared with the backend, so the device does not report passt's exit as a failure.
+    stopping: Arc<AtomicBool>,
 }
 
 impl PasstGuard {
@@ -109,6 +113,7 @@ impl PasstGuard {
 
 impl Drop for PasstGuard {
     fn drop(&mut self) {
+        self.stopping.store(true, Ordering::Release);
         if let Ok(None) = self.child.try_wait() {
             let _ = self.child.kill();
         }
@@ -257,7 +262,12 @@ pub fn start(
     }
     let child = cmd.spawn().map_err(|e| cleanup_dir(PasstError::Spawn(e)))?;
     drop(theirs);
-    let mut guard = PasstGuard { child, dir };
+    let stopping = Arc::new(AtomicBool::new(false));
+    let mut guard = PasstGuard {
+        child,
+        dir,
+        stopping: stopping.clone(),
+    };
     let Some(stderr) = guard.child.stderr.take() else {
         return Err(PasstError::Spawn(std::io::Error::other("no stderr pipe")));
     };
@@ -277,7 +287,9 @@ pub fn start(
         guard.pid(),
         hostfwd.iter().map(|h| format!(", {h}")).collect::<String>()
     );
-    Ok((Passt::new(ours), guard, log))
+    let mut backend = Passt::new(ours);
+    backend.stopping = stopping;
+    Ok((backend, guard, log))
 }
 
 fn wait_ready(
@@ -387,6 +399,7 @@ pub struct Passt {
     /// Bytes of a frame the socket did not take yet (a stream must never lose part of one).
     unsent: Vec<u8>,
     unsent_from: usize,
+    stopping: Arc<AtomicBool>,
 }
 
 impl Passt {
@@ -396,6 +409,7 @@ impl Passt {
             reader: FrameReader::default(),
             unsent: Vec::new(),
             unsent_from: 0,
+            stopping: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -487,6 +501,10 @@ impl Backend for Passt {
 
     fn describe(&self) -> String {
         "passt".to_owned()
+    }
+
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
     }
 }
 

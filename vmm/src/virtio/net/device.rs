@@ -196,7 +196,11 @@ impl Net {
         if self.backend_closed {
             return;
         }
-        tracing::error!("{}: backend gone, link down: {why}", self.name);
+        if self.backend.stopping() {
+            tracing::debug!("{}: backend stopped with the VMM: {why}", self.name);
+        } else {
+            tracing::error!("{}: backend gone, link down: {why}", self.name);
+        }
         self.backend_closed = true;
         self.link_up = false;
         self.rx_pending = None;
