@@ -19,7 +19,7 @@ use std::sync::Arc;
 use virtio_bindings::virtio_ids::VIRTIO_ID_NET;
 use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_MAC, VIRTIO_NET_F_MRG_RXBUF, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS,
-    VIRTIO_NET_S_LINK_UP,
+    VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_S_LINK_UP,
 };
 use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
@@ -245,6 +245,11 @@ impl Net {
                                 tracing::debug!("{}: dropped a received frame: {e}", self.name);
                                 self.stats.rx_dropped += 1;
                                 continue;
+                            }
+                            if !allowed.csum {
+                                // The TAP marks checked frames DATA_VALID whatever was
+                                // negotiated; the spec reserves it for GUEST_CSUM.
+                                self.rx_buf[0] &= !(VIRTIO_NET_HDR_F_DATA_VALID as u8);
                             }
                             self.rx_pending = Some(n);
                             n
@@ -806,7 +811,8 @@ mod tests {
         for i in 0..4u64 {
             q.rx.add_chain(&[(0x40000 + i * 0x1000, 1024, W)]);
         }
-        let small = eth_frame(60, 1);
+        let mut small = eth_frame(60, 1);
+        small[0] = VIRTIO_NET_HDR_F_DATA_VALID as u8;
         let large = eth_frame(1514, 2);
         f.shared
             .lock()
@@ -821,6 +827,10 @@ mod tests {
         mem.read_slice(&mut got, GuestAddress(0x40000)).unwrap();
         assert_eq!(&got[12..], &small[12..]);
         assert_eq!(u16::from_le_bytes([got[10], got[11]]), 1);
+        assert_eq!(
+            got[0], 0,
+            "DATA_VALID withheld: GUEST_CSUM was not negotiated"
+        );
         let mut got = vec![0u8; 1024 + 502];
         mem.read_slice(&mut got[..1024], GuestAddress(0x41000))
             .unwrap();
