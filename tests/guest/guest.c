@@ -14,6 +14,9 @@
  *   crash          triple fault.
  *   idle           print and halt with interrupts off (for console tests).
  *   memtouch=N     write N MiB four times and read it back, then exit (memory speed probe).
+ *   net            exchange frames with a peer on the host's TAP (see test_net()); with
+ *                  "nobufs", set the NIC up without receive buffers and halt; with "rxidle",
+ *                  post receive buffers and halt.
  * Options: expect_cpus=N (fail unless ACPI and the MP table both show N CPUs), noinput.
  *
  * Disk contents the host prepares: byte j of sector s is (s * 3 + j) & 0xff.
@@ -294,6 +297,8 @@ static void conf_write16(u8 dev, u16 reg, u16 v) {
 #define MAX_DISKS 4
 static u8 disk_slots[MAX_DISKS];
 static int ndisks;
+static u8 net_slot; /* the first virtio-net device, for mode "net" */
+static int nnets;
 
 static void scan_pci(u64 ecam) {
     for (u8 dev = 0; dev < 32; dev++) {
@@ -309,6 +314,7 @@ static void scan_pci(u64 ecam) {
         put_hex(id >> 16);
         putc('\n');
         if (id == 0x10421af4 && ndisks < MAX_DISKS) disk_slots[ndisks++] = dev;
+        if (id == 0x10411af4 && !nnets++) net_slot = dev;
     }
 }
 
@@ -577,6 +583,330 @@ static void test_disk(int index) {
     puts(" done\n");
 }
 
+/* ---- virtio-net (mode "net"): frames exchanged with a peer on the host's TAP ---- */
+
+/*
+ * The host test watches the TAP with a packet socket (PACKET_VNET_HDR) and expects, in order:
+ * a plain broadcast frame (ethertype 0x88b5), a UDP/IPv4 frame with a partial checksum
+ * (NEEDS_CSUM), a 4054-byte TCP/IPv4 frame with GSO (gso_size 1000), garbage chains that must
+ * be dropped, and a second plain frame. It then sends a 1514-byte plain frame and a 6054-byte
+ * TCP GSO frame, which must arrive here whole (the guest accepted GUEST_TSO4, which the VMM
+ * mirrors onto the TAP) and spread over several mergeable buffers.
+ */
+
+#define NET_RXBUFS 8
+#define NET_RXBUF_LEN 2048
+#define NET_HDR_LEN 12
+#define ETHERTYPE_TEST 0x88b5
+
+struct vq {
+    struct vq_desc desc[QSIZE] __attribute__((aligned(16)));
+    struct vq_avail avail __attribute__((aligned(2)));
+    struct vq_used used __attribute__((aligned(4)));
+    u16 avail_idx, used_seen, notify_off;
+};
+
+struct ndev {
+    u8 slot;
+    u64 common, notify, devcfg;
+    u32 notify_mult;
+    u64 features;
+    struct vq q[2];
+    u8 rxbuf[NET_RXBUFS][NET_RXBUF_LEN];
+    u8 frame[16384];
+    u8 tx[8192];
+};
+static struct ndev ndevs[1] __attribute__((aligned(4096)));
+
+static int net_init(struct ndev *d) {
+    d->slot = net_slot;
+    u64 bar = (conf_read(d->slot, 0x10) & ~0xfULL) | ((u64)conf_read(d->slot, 0x14) << 32);
+    for (u8 cap = conf_read(d->slot, 0x34) & 0xff; cap;) {
+        u32 w0 = conf_read(d->slot, cap);
+        if ((w0 & 0xff) == 0x09) {
+            u8 type = (w0 >> 24) & 0xff;
+            u64 addr = bar + conf_read(d->slot, cap + 8);
+            if (type == 1) d->common = addr;
+            else if (type == 2) { d->notify = addr; d->notify_mult = conf_read(d->slot, cap + 16); }
+            else if (type == 4) d->devcfg = addr;
+        }
+        cap = (w0 >> 8) & 0xff;
+    }
+    if (!d->common || !d->notify || !d->devcfg) { fail("net: virtio capabilities"); return 0; }
+    u64 c = d->common;
+    wr8(c + 0x14, 0);
+    wr8(c + 0x14, 1 | 2);
+    wr32(c + 0x00, 0);
+    u64 f = rd32(c + 0x04);
+    wr32(c + 0x00, 1);
+    f |= (u64)rd32(c + 0x04) << 32;
+    /* VERSION_1, CSUM, GUEST_CSUM, MTU, MAC, GUEST_TSO4, HOST_TSO4, MRG_RXBUF, STATUS. */
+    u64 want = f & ((1ULL << 32) | (1 << 0) | (1 << 1) | (1 << 3) | (1 << 5) | (1 << 7) | (1 << 11) |
+                    (1 << 15) | (1 << 16));
+    d->features = want;
+    wr32(c + 0x08, 0);
+    wr32(c + 0x0c, (u32)want);
+    wr32(c + 0x08, 1);
+    wr32(c + 0x0c, (u32)(want >> 32));
+    wr8(c + 0x14, 1 | 2 | 8);
+    if (!(rd8(c + 0x14) & 8)) { fail("net: FEATURES_OK refused"); return 0; }
+    for (int i = 0; i < 2; i++) {
+        struct vq *q = &d->q[i];
+        wr16(c + 0x16, (u16)i);
+        CHECK(rd16(c + 0x18) >= QSIZE, "net: queue size");
+        wr16(c + 0x18, QSIZE);
+        wr64(c + 0x20, (u64)q->desc);
+        wr64(c + 0x28, (u64)&q->avail);
+        wr64(c + 0x30, (u64)&q->used);
+        wr16(c + 0x1a, 0xffff); /* no MSI-X: this mode polls */
+        q->notify_off = rd16(c + 0x1e);
+        wr16(c + 0x1c, 1);
+    }
+    wr8(c + 0x14, 1 | 2 | 4 | 8);
+    CHECK(rd8(c + 0x14) == 0xf, "net: DRIVER_OK");
+    return 1;
+}
+
+static void net_kick(struct ndev *d, int qi) {
+    wr16(d->notify + (u64)d->q[qi].notify_off * d->notify_mult, (u16)qi);
+}
+
+static void net_publish(struct ndev *d, int qi, u16 head) {
+    struct vq *q = &d->q[qi];
+    q->avail.ring[q->avail_idx % QSIZE] = head;
+    barrier();
+    q->avail_idx++;
+    q->avail.idx = q->avail_idx;
+    barrier();
+}
+
+/* Waits for the next used entry of queue qi. */
+static int net_used(struct ndev *d, int qi, u32 *id, u32 *len) {
+    struct vq *q = &d->q[qi];
+    for (u64 spins = 0; *(volatile u16 *)&q->used.idx == q->used_seen; spins++) {
+        cpu_relax();
+        if (spins > 400000000ULL) return 0;
+    }
+    barrier();
+    struct vq_used_elem *e = &q->used.ring[q->used_seen % QSIZE];
+    *id = e->id;
+    *len = e->len;
+    q->used_seen++;
+    return 1;
+}
+
+/* Sends one chain: header descriptor, then the frame; returns once the device is done. */
+static int net_send(struct ndev *d, const u8 *hdr, const u8 *frame, u32 len) {
+    struct vq *q = &d->q[1];
+    memcpy(d->tx, hdr, NET_HDR_LEN);
+    memcpy(d->tx + NET_HDR_LEN, frame, len);
+    q->desc[0] = (struct vq_desc){ (u64)d->tx, NET_HDR_LEN, VIRTQ_DESC_F_NEXT, 1 };
+    q->desc[1] = (struct vq_desc){ (u64)d->tx + NET_HDR_LEN, len, 0, 0 };
+    net_publish(d, 1, 0);
+    net_kick(d, 1);
+    u32 id, used_len;
+    return net_used(d, 1, &id, &used_len) && id == 0;
+}
+
+static u16 ip_checksum(const u8 *p, u32 len) {
+    u32 s = 0;
+    for (u32 i = 0; i + 1 < len; i += 2) s += ((u32)p[i] << 8) | p[i + 1];
+    while (s >> 16) s = (s & 0xffff) + (s >> 16);
+    return (u16)~s;
+}
+
+/* Ethernet + IPv4 (10.0.0.2 -> 10.0.0.1) headers for a payload of l4_len bytes; returns 34. */
+static u32 put_eth_ip(u8 *f, const u8 *src_mac, u8 proto, u32 l4_len) {
+    static const u8 dst[6] = { 0x02, 0, 0, 0, 0, 1 };
+    memcpy(f, dst, 6);
+    memcpy(f + 6, src_mac, 6);
+    f[12] = 0x08; f[13] = 0x00;
+    u8 *ip = f + 14;
+    memset(ip, 0, 20);
+    ip[0] = 0x45;
+    u16 total = (u16)(20 + l4_len);
+    ip[2] = (u8)(total >> 8); ip[3] = (u8)total;
+    ip[6] = 0x40; /* DF */
+    ip[8] = 64;
+    ip[9] = proto;
+    ip[12] = 10; ip[15] = 2;
+    ip[16] = 10; ip[19] = 1;
+    u16 cs = ip_checksum(ip, 20);
+    ip[10] = (u8)(cs >> 8); ip[11] = (u8)cs;
+    return 34;
+}
+
+/* The folded (not complemented) pseudo-header sum a partial checksum starts from. */
+static u16 pseudo_sum(u8 proto, u32 l4_len) {
+    u32 s = 0x0a00 + 0x0002 + 0x0a00 + 0x0001 + proto + l4_len;
+    while (s >> 16) s = (s & 0xffff) + (s >> 16);
+    return (u16)s;
+}
+
+/* Receives one frame (all its mergeable buffers) into d->frame; returns its length with the
+ * header, 0 on timeout. The buffers go straight back to the device. */
+static u32 net_recv(struct ndev *d, u16 *num_buffers) {
+    u32 id, len, total = 0;
+    if (!net_used(d, 0, &id, &len) || id >= NET_RXBUFS || len < NET_HDR_LEN) return 0;
+    u16 n = (u16)(d->rxbuf[id][10] | (d->rxbuf[id][11] << 8));
+    *num_buffers = n;
+    for (u16 i = 0;; i++) {
+        if (total + len <= sizeof(d->frame)) memcpy(d->frame + total, d->rxbuf[id], len);
+        total += len;
+        net_publish(d, 0, (u16)id);
+        if (i + 1 >= n) break;
+        if (!net_used(d, 0, &id, &len) || id >= NET_RXBUFS) return 0;
+    }
+    net_kick(d, 0);
+    return total;
+}
+
+static void test_net(void) {
+    struct ndev *d = &ndevs[0];
+    if (!nnets) { fail("net: no virtio-net device"); return; }
+    if (!net_init(d)) return;
+    u8 mac[6];
+    for (int i = 0; i < 6; i++) mac[i] = rd8(d->devcfg + i);
+    u16 status = rd16(d->devcfg + 6), mtu = rd16(d->devcfg + 10);
+    puts("guest: net mac=");
+    for (int i = 0; i < 6; i++) {
+        putc("0123456789abcdef"[mac[i] >> 4]);
+        putc("0123456789abcdef"[mac[i] & 15]);
+        if (i < 5) putc(':');
+    }
+    puts(" mtu=");
+    put_dec(mtu);
+    puts(" status=");
+    put_dec(status);
+    puts(" features=");
+    put_hex(d->features);
+    putc('\n');
+    CHECK(status & 1, "net: link up");
+    CHECK((d->features & 0x8083) == 0x8083, "net: CSUM, GUEST_CSUM, GUEST_TSO4, MRG_RXBUF offered");
+    CHECK(d->features & (1 << 11), "net: HOST_TSO4 offered");
+    if (option("nobufs")) {
+        /* The device is live but has nowhere to put frames: the VMM must wait, not spin. */
+        puts("guest: net without receive buffers\n");
+        for (;;) __asm__ volatile("cli; hlt");
+    }
+
+    for (u16 i = 0; i < NET_RXBUFS; i++) {
+        d->q[0].desc[i] = (struct vq_desc){ (u64)d->rxbuf[i], NET_RXBUF_LEN, VIRTQ_DESC_F_WRITE, 0 };
+        net_publish(d, 0, i);
+    }
+    net_kick(d, 0);
+    if (option("rxidle")) {
+        /* Buffers posted, nothing sent: the VMM is now reading the TAP. */
+        puts("guest: net idle with receive buffers\n");
+        for (;;) __asm__ volatile("cli; hlt");
+    }
+
+    static u8 hdr[NET_HDR_LEN];
+    static u8 f[8192];
+    /* 1: a plain frame. */
+    memset(hdr, 0, sizeof(hdr));
+    memset(f, 0xff, 6);
+    memcpy(f + 6, mac, 6);
+    f[12] = ETHERTYPE_TEST >> 8; f[13] = ETHERTYPE_TEST & 0xff;
+    const char *msg = "vmm-net-test plain 1";
+    memset(f + 14, 0, 46);
+    memcpy(f + 14, msg, strlen(msg));
+    CHECK(net_send(d, hdr, f, 60), "net: plain frame sent");
+    /* 2: UDP with a partial checksum (csum_start 34, csum_offset 6). */
+    u32 udp_len = 8 + 100;
+    u32 off = put_eth_ip(f, mac, 17, udp_len);
+    u8 *udp = f + off;
+    udp[0] = 0x1e; udp[1] = 0x61; udp[2] = 0x1e; udp[3] = 0x61; /* ports 7777 */
+    udp[4] = (u8)(udp_len >> 8); udp[5] = (u8)udp_len;
+    for (u32 i = 8; i < udp_len; i++) udp[i] = (u8)i;
+    u16 ps = pseudo_sum(17, udp_len);
+    udp[6] = (u8)(ps >> 8); udp[7] = (u8)ps;
+    memset(hdr, 0, sizeof(hdr));
+    hdr[0] = 1;
+    hdr[6] = 34; hdr[8] = 6;
+    CHECK(net_send(d, hdr, f, off + udp_len), "net: partial-checksum frame sent");
+    /* 3: a 4000-byte TCP segment for the host to cut into 1000-byte ones (GSO). */
+    u32 tcp_len = 20 + 4000;
+    off = put_eth_ip(f, mac, 6, tcp_len);
+    u8 *tcp = f + off;
+    memset(tcp, 0, 20);
+    tcp[0] = 0x1e; tcp[1] = 0x61; tcp[2] = 0x1e; tcp[3] = 0x62;
+    tcp[7] = 1;        /* seq 1 */
+    tcp[12] = 5 << 4;  /* data offset */
+    tcp[13] = 0x18;    /* PSH ACK */
+    tcp[14] = 0xff; tcp[15] = 0xff;
+    for (u32 i = 20; i < tcp_len; i++) tcp[i] = (u8)(i * 3);
+    ps = pseudo_sum(6, tcp_len);
+    tcp[16] = (u8)(ps >> 8); tcp[17] = (u8)ps;
+    memset(hdr, 0, sizeof(hdr));
+    hdr[0] = 1;           /* NEEDS_CSUM */
+    hdr[1] = 1;           /* GSO_TCPV4 */
+    hdr[2] = 54;          /* hdr_len */
+    hdr[4] = 1000 & 0xff; hdr[5] = 1000 >> 8; /* gso_size */
+    hdr[6] = 34; hdr[8] = 16;
+    CHECK(net_send(d, hdr, f, off + tcp_len), "net: GSO frame sent");
+    /* 4: garbage the device must drop, each chain still returned. */
+    u32 id, len;
+    struct vq *tq = &d->q[1];
+    tq->desc[0] = (struct vq_desc){ (u64)d->tx, 72, VIRTQ_DESC_F_WRITE, 0 };
+    net_publish(d, 1, 0);
+    tq->desc[1] = (struct vq_desc){ 0x7f000000ULL, 72, 0, 0 };
+    net_publish(d, 1, 1);
+    tq->desc[2] = (struct vq_desc){ (u64)d->tx, 8, 0, 0 };
+    net_publish(d, 1, 2);
+    tq->desc[3] = (struct vq_desc){ (u64)d->tx, 72, VIRTQ_DESC_F_NEXT, 3 };
+    net_publish(d, 1, 3);
+    net_kick(d, 1);
+    for (int i = 0; i < 4; i++) CHECK(net_used(d, 1, &id, &len), "net: garbage chain returned");
+    /* 5: the device still transmits. */
+    memset(hdr, 0, sizeof(hdr));
+    memset(f, 0xff, 6);
+    memcpy(f + 6, mac, 6);
+    f[12] = ETHERTYPE_TEST >> 8; f[13] = ETHERTYPE_TEST & 0xff;
+    memset(f + 14, 0, 46);
+    msg = "vmm-net-test plain 2";
+    memcpy(f + 14, msg, strlen(msg));
+    CHECK(net_send(d, hdr, f, 60), "net: plain frame after garbage sent");
+    puts("guest: net sent\n");
+    puts("guest: net ready for rx\n");
+
+    int got_plain = 0, got_tcp = 0;
+    for (int frames = 0; frames < 64 && !(got_plain && got_tcp); frames++) {
+        u16 nb = 0;
+        u32 n = net_recv(d, &nb);
+        if (!n) { fail("net: nothing received"); break; }
+        u8 *e = d->frame + NET_HDR_LEN;
+        u32 flen = n - NET_HDR_LEN;
+        u16 type = (u16)((e[12] << 8) | e[13]);
+        if (type == ETHERTYPE_TEST && flen == 1514) {
+            int ok = 1;
+            for (u32 i = 14; i < flen; i++) if (e[i] != (u8)(i * 7)) ok = 0;
+            CHECK(ok, "net: plain frame content");
+            puts("guest: net rx plain len=");
+            put_dec(flen);
+            puts(ok ? " ok\n" : " BAD\n");
+            got_plain = 1;
+        } else if (type == 0x0800 && e[23] == 6 && e[36] == 0x1e && e[37] == 0x63) {
+            int ok = 1;
+            for (u32 i = 54; i < flen; i++) if (e[i] != (u8)(i * 5)) ok = 0;
+            CHECK(ok, "net: TCP payload");
+            puts("guest: net rx tcp len=");
+            put_dec(flen);
+            puts(" flags=");
+            put_dec(d->frame[0]);
+            puts(" gso_type=");
+            put_dec(d->frame[1]);
+            puts(" gso_size=");
+            put_dec((u16)(d->frame[4] | (d->frame[5] << 8)));
+            puts(" num_buffers=");
+            put_dec(nb);
+            puts(ok ? " ok\n" : " BAD\n");
+            got_tcp = 1;
+        }
+    }
+    CHECK(got_plain && got_tcp, "net: both host frames received");
+}
+
 /* ---- serial input ---- */
 
 static void test_input(void) {
@@ -679,7 +1009,8 @@ void guest_main(struct hvm_start_info *si) {
     puts("guest: virtio-blk disks=");
     put_dec(ndisks);
     putc('\n');
-    if (!option("tables")) {
+    if (option("net")) test_net();
+    else if (!option("tables")) {
         for (int i = 0; i < ndisks; i++) test_disk(i);
         if (!option("noinput")) test_input();
     }

@@ -17,6 +17,7 @@ pub mod exit;
 pub mod interrupt;
 pub mod layout;
 pub mod memory;
+pub mod net;
 pub mod pci;
 pub mod sync;
 pub mod virtio;

@@ -7,6 +7,9 @@
 //! - `vmm-io`: the device event loop: queue doorbells, disk I/O, console input
 //!   ([`crate::event_loop`]).
 //! - (issue 5) an API thread serving `--api-socket`.
+//!
+//! `--net user` also starts a `passt` child process (killed when the VMM ends); its frames and
+//! log output are served by `vmm-io`, so networking adds no thread.
 
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixListener;
@@ -94,6 +97,8 @@ pub enum Error {
     EventLoop(String),
     #[error("cannot set the terminal to raw mode: {0}")]
     Terminal(std::io::Error),
+    #[error(transparent)]
+    Net(#[from] crate::net::NetError),
 }
 
 impl Error {
@@ -103,6 +108,7 @@ impl Error {
             Error::Config(_) | Error::Serial { .. } | Error::TooManyCpus(..) => true,
             Error::Boot(e) => e.is_user_error(),
             Error::Disk(_) => true,
+            Error::Net(e) => e.is_user_error(),
             _ => false,
         };
         if user {
@@ -125,6 +131,8 @@ pub struct Vmm {
     _vm: Arc<VmFd>,
     _mem: GuestMemoryMmap,
     _socket_path: Option<SocketPath>,
+    /// passt processes of `--net user` NICs, killed when the VMM ends.
+    _net_guards: Vec<crate::net::passt::PasstGuard>,
 }
 
 /// Removes the console socket file when the VMM ends.
@@ -280,6 +288,13 @@ impl Vmm {
             blocks.push(Arc::new(Mutex::new(Block::new(disk)?)));
         }
         let console = console_for(config)?;
+        // Also before KVM: a missing TAP, its permissions or a missing passt are the user's.
+        let nets = config
+            .net
+            .iter()
+            .enumerate()
+            .map(|(i, n)| crate::net::open(n, i))
+            .collect::<Result<Vec<_>, _>>()?;
         let mem_size = config.memory_bytes();
         let mem = memory::create_guest_memory(mem_size)?;
         boot::check_kernel(&config.kernel)?;
@@ -389,6 +404,18 @@ impl Vmm {
             event_loop.add(Box::new(BlockEventHandler::new(block.clone(), handler_evt)));
         }
         let disks = blocks;
+        let mut net_guards = Vec::new();
+        for (i, opened) in nets.into_iter().enumerate() {
+            net_guards.extend(crate::virtio::net::attach(
+                i,
+                opened,
+                &mem,
+                &router,
+                &notify,
+                &pci,
+                &mut event_loop,
+            )?);
+        }
 
         step("devices ready");
         // vCPUs.
@@ -427,6 +454,7 @@ impl Vmm {
             _vm: vm,
             _mem: mem,
             _socket_path: console.socket_path,
+            _net_guards: net_guards,
         })
     }
 

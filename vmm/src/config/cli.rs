@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use super::{ConfigError, DiskConfig, SerialConfig, VmConfig};
+use super::{ConfigError, DiskConfig, NetConfig, SerialConfig, VmConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -35,6 +35,12 @@ pub struct Cli {
     /// A virtio-blk disk; repeat for several. Replaces the config file's disk list.
     #[arg(long = "disk", value_name = "path=PATH[,readonly=on][,serial=ID]")]
     pub disks: Vec<DiskConfig>,
+    /// A virtio-net NIC; repeat for several. Replaces the config file's net list.
+    #[arg(
+        long = "net",
+        value_name = "tap=NAME[,mac=MAC] | user[,hostfwd=tcp:[ADDR]:PORT-:PORT]...[,mac=MAC]"
+    )]
+    pub net: Vec<NetConfig>,
     /// Serial console: stdio, file=PATH, socket=PATH or off [default: stdio].
     #[arg(long, value_name = "MODE")]
     pub serial: Option<SerialConfig>,
@@ -70,6 +76,9 @@ impl Cli {
         }
         if !self.disks.is_empty() {
             config.disks = self.disks;
+        }
+        if !self.net.is_empty() {
+            config.net = self.net;
         }
         if let Some(s) = self.serial {
             config.serial = s;
@@ -117,6 +126,34 @@ mod tests {
         assert_eq!(c.serial, SerialConfig::Off);
         assert_eq!(c.disks.len(), 1);
         assert_eq!(c.disks[0].path, disk);
+    }
+
+    #[test]
+    fn net_flags_replace_the_files_nics() {
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = dir.path().join("k");
+        std::fs::write(&kernel, b"x").unwrap();
+        let yaml = dir.path().join("vm.yaml");
+        std::fs::write(&yaml, "kernel: k\nnet:\n  - tap: fromfile0\n").unwrap();
+        let c = Cli::try_parse_from(["vmm", "--config", yaml.to_str().unwrap()])
+            .unwrap()
+            .into_config()
+            .unwrap();
+        assert_eq!(c.net.len(), 1);
+        let c = Cli::try_parse_from([
+            "vmm",
+            "--config",
+            yaml.to_str().unwrap(),
+            "--net",
+            "tap=a0",
+            "--net",
+            "user,hostfwd=tcp::2222-:22",
+        ])
+        .unwrap()
+        .into_config()
+        .unwrap();
+        let nets: Vec<String> = c.net.iter().map(ToString::to_string).collect();
+        assert_eq!(nets, ["tap=a0", "user,hostfwd=tcp::2222-:22"]);
     }
 
     #[test]

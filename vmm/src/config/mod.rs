@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod keyvalue;
+pub mod net;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use keyvalue::KeyValues;
+pub use net::NetConfig;
 
 /// Most vCPUs a VM may have: APIC IDs are 8 bits, 0xff is broadcast and the IOAPIC takes one.
 pub const MAX_CPUS: u8 = 254;
@@ -76,6 +78,9 @@ pub struct VmConfig {
     /// Guest memory in MiB.
     pub memory: u64,
     pub disks: Vec<DiskConfig>,
+    /// virtio-net NICs (`--net`), in PCI slot order after the disks.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub net: Vec<NetConfig>,
     /// `stdio`, `off`, `{file: PATH}` or `{socket: PATH}`.
     #[serde(with = "yaml_serde::with::singleton_map")]
     pub serial: SerialConfig,
@@ -93,6 +98,7 @@ impl Default for VmConfig {
             cpus: 1,
             memory: 512,
             disks: Vec::new(),
+            net: Vec::new(),
             serial: SerialConfig::Stdio,
             boot_marker: None,
         }
@@ -266,6 +272,7 @@ impl VmConfig {
                 }
             }
         }
+        net::validate(&self.net)?;
         Ok(())
     }
 

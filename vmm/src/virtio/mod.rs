@@ -3,6 +3,7 @@
 
 pub mod block;
 pub mod common_config;
+pub mod net;
 pub mod pci;
 #[cfg(test)]
 pub mod test_utils;

@@ -17,6 +17,8 @@ const USED_RING: u64 = 0x3000;
 
 pub struct TestQueue<'a> {
     mem: &'a GuestMemoryMmap,
+    /// Added to the ring addresses, so a device with several queues can have them all.
+    base: u64,
     size: u16,
     next_desc: u16,
     avail_idx: u16,
@@ -25,15 +27,23 @@ pub struct TestQueue<'a> {
 
 impl<'a> TestQueue<'a> {
     pub fn new(mem: &'a GuestMemoryMmap, size: u16) -> Self {
+        Self::new_at(mem, size, 0)
+    }
+
+    /// A queue whose rings start `base` bytes above the default addresses.
+    pub fn new_at(mem: &'a GuestMemoryMmap, size: u16, base: u64) -> Self {
         let mut queue = Queue::new(size).unwrap();
-        queue.set_desc_table_address(Some(DESC_TABLE as u32), Some(0));
-        queue.set_avail_ring_address(Some(AVAIL_RING as u32), Some(0));
-        queue.set_used_ring_address(Some(USED_RING as u32), Some(0));
+        queue.set_desc_table_address(Some((base + DESC_TABLE) as u32), Some(0));
+        queue.set_avail_ring_address(Some((base + AVAIL_RING) as u32), Some(0));
+        queue.set_used_ring_address(Some((base + USED_RING) as u32), Some(0));
         queue.set_ready(true);
-        mem.write_obj(0u16, GuestAddress(AVAIL_RING + 2)).unwrap();
-        mem.write_obj(0u16, GuestAddress(USED_RING + 2)).unwrap();
+        mem.write_obj(0u16, GuestAddress(base + AVAIL_RING + 2))
+            .unwrap();
+        mem.write_obj(0u16, GuestAddress(base + USED_RING + 2))
+            .unwrap();
         TestQueue {
             mem,
+            base,
             size,
             next_desc: 0,
             avail_idx: 0,
@@ -42,7 +52,7 @@ impl<'a> TestQueue<'a> {
     }
 
     fn write_desc(&self, index: u16, addr: u64, len: u32, flags: u16, next: u16) {
-        let at = DESC_TABLE + u64::from(index) * 16;
+        let at = self.base + DESC_TABLE + u64::from(index) * 16;
         self.mem.write_obj(addr, GuestAddress(at)).unwrap();
         self.mem.write_obj(len, GuestAddress(at + 8)).unwrap();
         self.mem.write_obj(flags, GuestAddress(at + 12)).unwrap();
@@ -50,11 +60,11 @@ impl<'a> TestQueue<'a> {
     }
 
     fn publish(&mut self, head: u16) {
-        let slot = AVAIL_RING + 4 + u64::from(self.avail_idx % self.size) * 2;
+        let slot = self.base + AVAIL_RING + 4 + u64::from(self.avail_idx % self.size) * 2;
         self.mem.write_obj(head, GuestAddress(slot)).unwrap();
         self.avail_idx = self.avail_idx.wrapping_add(1);
         self.mem
-            .write_obj(self.avail_idx, GuestAddress(AVAIL_RING + 2))
+            .write_obj(self.avail_idx, GuestAddress(self.base + AVAIL_RING + 2))
             .unwrap();
     }
 
@@ -95,7 +105,7 @@ impl<'a> TestQueue<'a> {
     pub fn set_avail_idx(&mut self, idx: u16) {
         self.avail_idx = idx;
         self.mem
-            .write_obj(idx, GuestAddress(AVAIL_RING + 2))
+            .write_obj(idx, GuestAddress(self.base + AVAIL_RING + 2))
             .unwrap();
     }
 
@@ -110,10 +120,13 @@ impl<'a> TestQueue<'a> {
 
     /// Used ring: (idx, entries so far as (id, len)).
     pub fn used(&self) -> (u16, Vec<(u32, u32)>) {
-        let idx: u16 = self.mem.read_obj(GuestAddress(USED_RING + 2)).unwrap();
+        let idx: u16 = self
+            .mem
+            .read_obj(GuestAddress(self.base + USED_RING + 2))
+            .unwrap();
         let entries = (0..idx)
             .map(|i| {
-                let at = USED_RING + 4 + u64::from(i % self.size) * 8;
+                let at = self.base + USED_RING + 4 + u64::from(i % self.size) * 8;
                 let id: u32 = self.mem.read_obj(GuestAddress(at)).unwrap();
                 let len: u32 = self.mem.read_obj(GuestAddress(at + 4)).unwrap();
                 (id, len)
