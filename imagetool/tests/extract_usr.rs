@@ -296,12 +296,16 @@ fn verify_catches_a_corrupt_data_block() {
          && head -c 64 /dev/urandom | dd of=bad/usr.squashfs bs=1 seek=$((at + 2)) conv=notrunc status=none \
          && ! unsquashfs -l bad/usr.squashfs >/dev/null 2>&1",
     );
-    sh(d, "(cd bad && echo usr.squashfs | cpio -o -H newc --quiet) > bad.cpio && mkdir out");
+    sh(
+        d,
+        "(cd bad && echo usr.squashfs | cpio -o -H newc --quiet) > bad.cpio && mkdir out",
+    );
     let o = p(&d.join("out"), "usr.squashfs");
     // Without --verify the superblock checks pass; with it the damage is found.
     imagetool(&["extract-usr", &p(d, "bad.cpio"), "-o", &o]).ok();
     std::fs::remove_file(&o).expect("rm");
-    imagetool(&["extract-usr", &p(d, "bad.cpio"), "-o", &o, "--verify"]).fails_with(&["verification failed"]);
+    imagetool(&["extract-usr", &p(d, "bad.cpio"), "-o", &o, "--verify"])
+        .fails_with(&["verification failed"]);
     assert_only(&d.join("out"), &[]);
 }
 
@@ -326,8 +330,15 @@ fn interrupted_extraction_leaves_nothing_behind() {
     // Half the archive, then wait until the temporary output exists: it is mid-copy.
     stdin.write_all(&data[..data.len() / 2]).expect("feed");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::fs::read_dir(d.join("out")).expect("ls").next().is_none() {
-        assert!(std::time::Instant::now() < deadline, "no temporary output appeared");
+    while std::fs::read_dir(d.join("out"))
+        .expect("ls")
+        .next()
+        .is_none()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no temporary output appeared"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     sh(d, &format!("kill -INT {}", child.id()));
@@ -335,6 +346,10 @@ fn interrupted_extraction_leaves_nothing_behind() {
     drop(stdin);
     assert!(!status.success());
     use std::os::unix::process::ExitStatusExt;
-    assert_eq!(status.signal(), Some(2), "should end by SIGINT, as shells expect: {status:?}");
+    assert_eq!(
+        status.signal(),
+        Some(2),
+        "should end by SIGINT, as shells expect: {status:?}"
+    );
     assert_only(&d.join("out"), &[]);
 }

@@ -6,7 +6,10 @@
 //! - `vcpuN`: one per vCPU, `KVM_RUN` and device emulation on I/O exits ([`crate::cpu::vcpu`]).
 //! - `vmm-io`: the device event loop: queue doorbells, disk I/O, console input
 //!   ([`crate::event_loop`]).
-//! - (issue 5) an API thread serving `--api-socket`.
+//! - `vmm-api`: the `--api-socket` server, one thread per client ([`crate::api`]).
+//!
+//! SIGTERM and SIGINT press the ACPI power button ([`crate::shutdown`]); the main thread
+//! enforces `--shutdown-timeout` while it waits.
 
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixListener;
@@ -46,6 +49,7 @@ use crate::sync::lock;
 use crate::virtio::block::io::DiskError;
 use crate::virtio::block::{Block, BlockEventHandler};
 use crate::virtio::pci::{NotifyRegistrar, TransportError, VirtioPciDevice};
+use crate::vmm_devices::{self, ExtraDevices};
 
 const KVM_API_VERSION: i32 = 12;
 
@@ -94,6 +98,8 @@ pub enum Error {
     EventLoop(String),
     #[error("cannot set the terminal to raw mode: {0}")]
     Terminal(std::io::Error),
+    #[error(transparent)]
+    Devices(#[from] vmm_devices::DeviceError),
 }
 
 impl Error {
@@ -103,6 +109,7 @@ impl Error {
             Error::Config(_) | Error::Serial { .. } | Error::TooManyCpus(..) => true,
             Error::Boot(e) => e.is_user_error(),
             Error::Disk(_) => true,
+            Error::Devices(e) => e.is_user_error(),
             _ => false,
         };
         if user {
@@ -121,6 +128,8 @@ pub struct Vmm {
     exit: ExitNotifier,
     exit_rx: Receiver<VmExit>,
     terminal: Option<RawTerminal>,
+    /// 9p shares, entropy, fw_cfg, power button, shutdown and the API (issue 5).
+    extra: ExtraDevices,
     // Kept alive for the VM's lifetime; dropping them tears the VM down.
     _vm: Arc<VmFd>,
     _mem: GuestMemoryMmap,
@@ -280,6 +289,8 @@ impl Vmm {
             blocks.push(Arc::new(Mutex::new(Block::new(disk)?)));
         }
         let console = console_for(config)?;
+        // Shares, Ignition and the API socket: checked and opened before KVM, like disks.
+        let mut extra = ExtraDevices::prepare(config)?;
         let mem_size = config.memory_bytes();
         let mem = memory::create_guest_memory(mem_size)?;
         boot::check_kernel(&config.kernel)?;
@@ -308,7 +319,7 @@ impl Vmm {
         let space_evt = EventFd::new(EFD_NONBLOCK).map_err(|e| Error::EventLoop(e.to_string()))?;
         let serial = Arc::new(Mutex::new(SerialDevice::new(
             LegacyIrq::new(&vm, layout::SERIAL_IRQ)?,
-            console.output,
+            console.output.with_tap(extra.console_tap()),
             space_evt
                 .try_clone()
                 .map_err(|e| Error::EventLoop(e.to_string()))?,
@@ -347,7 +358,7 @@ impl Vmm {
         )?;
         if let Some(source) = console.input {
             event_loop.add(Box::new(SerialInput::new(
-                serial,
+                serial.clone(),
                 source,
                 space_evt,
                 exit.clone(),
@@ -389,6 +400,19 @@ impl Vmm {
             event_loop.add(Box::new(BlockEventHandler::new(block.clone(), handler_evt)));
         }
         let disks = blocks;
+        extra.attach(vmm_devices::Platform {
+            vm: &vm,
+            mem: &mem,
+            pio: &pio,
+            pci: &pci,
+            router: &router,
+            notify: &notify,
+            event_loop: &mut event_loop,
+            exit: &exit,
+            serial: &serial,
+            config,
+            disks: &disks,
+        })?;
 
         step("devices ready");
         // vCPUs.
@@ -424,6 +448,7 @@ impl Vmm {
             exit,
             exit_rx,
             terminal,
+            extra,
             _vm: vm,
             _mem: mem,
             _socket_path: console.socket_path,
@@ -440,10 +465,8 @@ impl Vmm {
         for vcpu in self.vcpus.drain(..) {
             vcpu.spawn()?;
         }
-        let exit = self
-            .exit_rx
-            .recv()
-            .unwrap_or_else(|_| VmExit::VmmError("every exit path closed".to_owned()));
+        self.extra.start_api()?;
+        let exit = vmm_devices::wait_for_exit(&self.exit_rx, &self.extra);
         for disk in &self.disks {
             let d = lock(disk);
             if let Err(e) = d.flush() {
