@@ -38,11 +38,22 @@ pub struct ApiContext {
 /// The listening socket; removes its file when dropped (VMM exit).
 pub struct ApiServer {
     path: PathBuf,
+    /// The socket file's identity, so a file another VMM has since bound is left alone.
+    inode: Option<(u64, u64)>,
+}
+
+fn inode(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
 }
 
 impl Drop for ApiServer {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if self.inode.is_some() && inode(&self.path) == self.inode {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -72,6 +83,7 @@ impl ApiServer {
         Ok((
             ApiServer {
                 path: path.to_owned(),
+                inode: inode(path),
             },
             listener,
         ))
@@ -192,10 +204,8 @@ fn serve(stream: UnixStream, ctx: &ApiContext) {
 /// Attaches the client to the serial console: guest output is copied to it (besides the
 /// `--serial` destination), its bytes go to the guest. A newer client replaces it.
 fn console(writer: UnixStream, early: Vec<u8>, mut reader: UnixStream, ctx: &ApiContext) {
-    let tap = match writer.try_clone().and_then(|w| {
-        w.set_nonblocking(true)?;
-        Ok(w)
-    }) {
+    // Left blocking: the output side writes with MSG_DONTWAIT, this side reads blocking.
+    let tap = match writer.try_clone() {
         Ok(w) => w,
         Err(e) => {
             tracing::debug!("api console: {e}");

@@ -2,7 +2,7 @@
 //! the stream for the `--boot-marker` text.
 
 use std::fs::{File, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -79,10 +79,12 @@ impl SerialOutput {
 fn write_to_client(conn: &SharedConnection, buf: &[u8]) {
     let mut guard = lock(conn);
     if let Some(stream) = guard.as_mut() {
-        match stream.write(buf) {
+        // Non-blocking per call: the API console's socket stays blocking for its reader.
+        let flags = rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL;
+        match rustix::net::send(&*stream, buf, flags) {
             // A slow client loses output rather than stalling the vCPU.
             Ok(_) => {}
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) if e == rustix::io::Errno::AGAIN => {}
             Err(_) => *guard = None,
         }
     }
