@@ -476,3 +476,51 @@ fn new_flags_fail_with_one_line_errors() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("another process is listening"), "{err}");
 }
+
+/// The API example in docs/vmm.md runs as written (cwd holding `vm.sock`).
+#[test]
+#[ignore = "needs /dev/kvm and the test guest; run by scripts/test.sh"]
+fn api_example_in_the_docs_runs() {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/vmm.md")).unwrap();
+    let block = doc
+        .split("```sh\n")
+        .skip(1)
+        .filter_map(|b| b.split("```").next())
+        .find(|b| b.contains("python3 - vm.sock"))
+        .expect("docs/vmm.md has the API example")
+        .to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("vm.sock");
+    let sock_s = sock.display().to_string();
+    let g = guest();
+    let r = Running::spawn(
+        &[
+            "--kernel",
+            &g,
+            "--memory",
+            "64",
+            "--api-socket",
+            &sock_s,
+            "--cmdline",
+            "button",
+        ],
+        Stdio::null(),
+    );
+    wait_for(&r, "guest: waiting for the power button");
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &block])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text.matches("'ok': True").count(), 2, "{text}");
+    assert!(text.contains("'state': 'shutting-down'"), "{text}");
+    let f = r.wait(TIMEOUT);
+    assert_eq!(f.code(), Some(0), "{}", f.dump());
+}

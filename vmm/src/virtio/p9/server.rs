@@ -74,7 +74,8 @@ impl ShareServer {
         }
         let mut owned = frame.to_vec();
         confine::sanitize(&req, &mut owned);
-        let mut reply = Vec::new();
+        // Sized for the largest reply (an Rread of msize), so encoding never reallocates.
+        let mut reply = Vec::with_capacity(self.msize as usize);
         if let Err(e) = self
             .server
             .handle_message(&mut Cursor::new(&owned[..]), &mut reply)
