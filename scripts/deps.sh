@@ -5,4 +5,4 @@ BUILD_PKGS=(build-essential pkg-config curl ca-certificates git)
 # What imagetool runs (mkfs.ext4) and what the tests use to make and check fixtures.
 IMAGE_PKGS=(e2fsprogs squashfs-tools cpio libarchive-tools gzip bzip2 xz-utils zstd file openssh-client python3 coreutils util-linux bc time)
 # VM tests: the test kernel build, the test guest, QEMU as the baseline, networking.
-VM_PKGS=(qemu-system-x86 busybox-static iproute2 dnsmasq-base passt systemd iputils-ping)
+VM_PKGS=(qemu-system-x86 busybox-static iproute2 dnsmasq-base passt systemd iputils-ping socat)

@@ -171,6 +171,7 @@ exc_common:
 
 ISR isr_msi, msi_handler
 ISR isr_timer, timer_handler
+ISR isr_button, button_handler
 
     .globl isr_spurious
 isr_spurious:

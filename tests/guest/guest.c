@@ -17,6 +17,13 @@
  *   net            exchange frames with a peer on the host's TAP (see test_net()); with
  *                  "nobufs", set the NIC up without receive buffers and halt; with "rxidle",
  *                  post receive buffers and halt.
+ *   fwcfg          read the fw_cfg signature and directory and each Ignition file through the
+ *                  data port, rep insb and DMA; print them (fwcfg_empty: none expected).
+ *   button         wait for the ACPI power button (GED interrupt and register), then power
+ *                  off (ignorebutton: halt instead, to test the shutdown timeout).
+ *   p9read=PATH    9P2000.L client on the first share: read PATH (disk pattern), try escapes
+ *                  (p9ro: and a mkdir) and a malformed frame.
+ *   blkbench, p9bench=PATH   timed sequential reads (kvmclock) of the first disk / PATH.
  * Options: expect_cpus=N (fail unless ACPI and the MP table both show N CPUs), noinput.
  *
  * Disk contents the host prepares: byte j of sector s is (s * 3 + j) & 0xff.
@@ -942,6 +949,449 @@ static void power_off(struct hvm_start_info *si) {
     guest_exit(1);
 }
 
+/* ---- issue 5: kvmclock, fw_cfg, the ACPI power button, a 9P2000.L client, benchmarks ---- */
+
+static inline u64 rdtsc(void) { u32 lo, hi; __asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi)); return ((u64)hi << 32) | lo; }
+static inline void wrmsr(u32 msr, u64 v) { __asm__ volatile("wrmsr" ::"c"(msr), "a"((u32)v), "d"((u32)(v >> 32))); }
+static inline void cpuid(u32 leaf, u32 *a, u32 *b, u32 *c, u32 *d) { __asm__ volatile("cpuid" : "=a"(*a), "=b"(*b), "=c"(*c), "=d"(*d) : "a"(leaf), "c"(0)); }
+static inline void outl_be(u16 port, u32 v) { outl(port, __builtin_bswap32(v)); }
+static inline void insb(u16 port, void *dst, u32 n) { __asm__ volatile("rep insb" : "+D"(dst), "+c"(n) : "d"(port) : "memory"); }
+
+/* kvmclock: nanoseconds from KVM's paravirtual clock (MSR_KVM_SYSTEM_TIME_NEW). */
+struct pvclock { u32 version, pad0; u64 tsc_timestamp, system_time; u32 mul; signed char shift; u8 flags, pad[2]; } __attribute__((packed));
+static volatile struct pvclock pvclock __attribute__((aligned(64)));
+static int clock_ok;
+
+static void clock_init(void) {
+    u32 a, b, c, d;
+    cpuid(0x40000000, &a, &b, &c, &d);
+    if (b != 0x4b4d564b || c != 0x564b4d56 || d != 0x4d) { fail("no KVM CPUID signature for kvmclock"); return; }
+    cpuid(0x40000001, &a, &b, &c, &d);
+    if (!(a & (1u << 3))) { fail("no KVM_FEATURE_CLOCKSOURCE2"); return; }
+    wrmsr(0x4b564d01, (u64)&pvclock | 1);
+    clock_ok = 1;
+}
+
+static u64 now_ns(void) {
+    u32 v;
+    u64 ns;
+    do {
+        v = pvclock.version;
+        barrier();
+        u64 delta = rdtsc() - pvclock.tsc_timestamp;
+        if (pvclock.shift < 0) delta >>= -pvclock.shift; else delta <<= pvclock.shift;
+        ns = pvclock.system_time + (u64)(((unsigned __int128)delta * pvclock.mul) >> 32);
+        barrier();
+    } while ((v & 1) || v != pvclock.version);
+    return ns;
+}
+
+static void put_rate(const char *what, u64 bytes, u64 ns) {
+    puts("guest: bench ");
+    puts(what);
+    puts(" bytes=");
+    put_dec(bytes);
+    puts(" ns=");
+    put_dec(ns);
+    puts(" MiB/s=");
+    put_dec(ns ? bytes * 1000000000ULL / ns / 1048576 : 0);
+    putc('\n');
+}
+
+/* ---- fw_cfg ---- */
+
+#define FW_CFG_SEL 0x510
+#define FW_CFG_DATA 0x511
+#define FW_CFG_DMA 0x514
+
+static void fw_cfg_select(u16 sel) { outw(FW_CFG_SEL, sel); }
+static void fw_cfg_read(void *dst, u32 n) { u8 *p = dst; for (u32 i = 0; i < n; i++) p[i] = inb(FW_CFG_DATA); }
+
+struct fw_cfg_dma { u32 control, length; u64 address; } __attribute__((packed));
+static volatile struct fw_cfg_dma fw_dma __attribute__((aligned(16)));
+
+/* Returns the control word the device left (0 on success). */
+static u32 fw_cfg_dma(u32 control, void *dst, u32 len) {
+    fw_dma.control = __builtin_bswap32(control);
+    fw_dma.length = __builtin_bswap32(len);
+    fw_dma.address = __builtin_bswap64((u64)dst);
+    barrier();
+    u64 a = (u64)&fw_dma;
+    outl_be(FW_CFG_DMA, (u32)(a >> 32));
+    outl_be(FW_CFG_DMA + 4, (u32)a);
+    barrier();
+    return __builtin_bswap32(fw_dma.control);
+}
+
+static u8 fw_buf[3][65536];
+
+static void test_fw_cfg(void) {
+    char sig[5] = {0};
+    fw_cfg_select(0);
+    fw_cfg_read(sig, 4);
+    CHECK(memcmp(sig, "QEMU", 4) == 0, "fw_cfg signature");
+    u32 id = 0;
+    fw_cfg_select(1);
+    fw_cfg_read(&id, 4);
+    CHECK(id & 2, "fw_cfg offers DMA");
+    u32 dma_sig_hi = __builtin_bswap32(inl(FW_CFG_DMA)), dma_sig_lo = __builtin_bswap32(inl(FW_CFG_DMA + 4));
+    CHECK(dma_sig_hi == 0x51454d55 && dma_sig_lo == 0x20434647, "fw_cfg DMA signature QEMU CFG");
+    puts("guest: fw_cfg signature QEMU id=");
+    put_dec(id);
+    putc('\n');
+    fw_cfg_select(0x19);
+    u32 count;
+    fw_cfg_read(&count, 4);
+    count = __builtin_bswap32(count);
+    int found = 0;
+    for (u32 i = 0; i < count && i < 64; i++) {
+        struct { u32 size; u16 select, reserved; char name[56]; } e;
+        fw_cfg_read(&e, sizeof(e));
+        u32 size = __builtin_bswap32(e.size);
+        u16 sel = __builtin_bswap16(e.select);
+        e.name[55] = 0;
+        puts("guest: fw_cfg file ");
+        puts(e.name);
+        puts(" size=");
+        put_dec(size);
+        putc('\n');
+        int ign = strlen(e.name) && (memcmp(e.name, "opt/org.flatcar-linux/config", 29) == 0 || memcmp(e.name, "opt/com.coreos/config", 22) == 0);
+        if (!ign) continue;
+        if (size >= sizeof(fw_buf[0])) { fail("fw_cfg file too large for the test"); continue; }
+        found++;
+        /* 1: byte by byte through the data port; 2: rep insb; 3: DMA (select + read). */
+        u32 saved = 0;
+        memset(fw_buf, 0, sizeof(fw_buf));
+        fw_cfg_select(sel);
+        fw_cfg_read(fw_buf[0], size);
+        fw_cfg_select(sel);
+        insb(FW_CFG_DATA, fw_buf[1], size);
+        saved = fw_cfg_dma(((u32)sel << 16) | 0x08 | 0x02, fw_buf[2], size);
+        CHECK(saved == 0, "fw_cfg DMA read succeeded");
+        CHECK(memcmp(fw_buf[0], fw_buf[1], size) == 0, "fw_cfg rep insb matches the data port");
+        CHECK(memcmp(fw_buf[0], fw_buf[2], size) == 0, "fw_cfg DMA matches the data port");
+        /* Reading the directory again mid-file must not disturb anything; and continue the
+         * listing where we were. */
+        puts("guest: fw_cfg ");
+        puts(e.name);
+        puts(" data=");
+        puts((const char *)fw_buf[0]);
+        putc('\n');
+        fw_cfg_select(0x19);
+        u8 skip[4 + 64 * 64];
+        fw_cfg_read(skip, 4 + (i + 1) * 64);
+    }
+    CHECK(found == 2 || option("fwcfg_empty"), "both Ignition files in the fw_cfg directory");
+    /* DMA into memory that does not exist: the device says ERROR, nothing crashes. */
+    u32 st = fw_cfg_dma((0x20u << 16) | 0x08 | 0x02, (void *)0x7f000000000ULL, 16);
+    CHECK(st & 1, "fw_cfg DMA outside guest memory gets the error bit");
+    puts("guest: fw_cfg done\n");
+}
+
+/* ---- the ACPI power button (GED) ---- */
+
+#define BUTTON_VECTOR 0x42
+#define IOAPIC 0xfec00000ULL
+static volatile u32 button_irqs;
+void button_handler(void) { button_irqs++; wr32(LAPIC + 0xb0, 0); }
+extern void isr_button(void);
+
+static void ioapic_write(u32 reg, u32 v) { wr32(IOAPIC, reg); wr32(IOAPIC + 0x10, v); }
+
+/* The GED's event register port, from its OperationRegion (GDST, SystemIO, port, len). */
+static u16 ged_port(struct hvm_start_info *si) {
+    struct acpi_info ai;
+    check_acpi(si, &ai);
+    u64 rsdp = si->rsdp_paddr, xsdt = *(volatile u64 *)(rsdp + 24);
+    for (u32 off = 36; off + 8 <= rd32(xsdt + 4); off += 8) {
+        u64 t = *(volatile u64 *)(xsdt + off);
+        if (rd32(t) != 0x50434146) continue;
+        u64 dsdt = *(volatile u64 *)(t + 140);
+        u32 len = rd32(dsdt + 4);
+        for (u32 i = 36; i + 10 < len; i++)
+            if (rd8(dsdt + i) == 0x5b && rd8(dsdt + i + 1) == 0x80 && rd32(dsdt + i + 2) == 0x54534447 /* GDST */
+                && rd8(dsdt + i + 6) == 1 && rd8(dsdt + i + 7) == 0x0b)
+                return rd16(dsdt + i + 8);
+    }
+    return 0;
+}
+
+static void wait_for_power_button(struct hvm_start_info *si) {
+    u16 port = ged_port(si);
+    if (!port) { fail("no GED OperationRegion in the DSDT"); guest_exit(1); }
+    setup_interrupts();
+    set_gate(BUTTON_VECTOR, (u64)isr_button);
+    /* GSI 5 (the GED's _CRS): edge, active high, fixed delivery to LAPIC 0. */
+    ioapic_write(0x10 + 2 * 5 + 1, 0);
+    ioapic_write(0x10 + 2 * 5, BUTTON_VECTOR);
+    puts("guest: waiting for the power button on port ");
+    put_hex(port);
+    putc('\n');
+    for (;;) {
+        __asm__ volatile("sti; hlt; cli");
+        if (!button_irqs) continue;
+        u8 ev = inb(port);
+        if (ev & 1) break;
+    }
+    CHECK(inb(port) == 0, "reading the GED register clears it");
+    puts("guest: power button pressed\n");
+    if (option("ignorebutton")) { for (;;) __asm__ volatile("cli; hlt"); }
+    power_off(si);
+}
+
+/* ---- virtio-pci by slot (9p) ---- */
+
+static int vdev_setup(struct vdev *d, u8 slot, u64 accept) {
+    /* A second set-up (after a reset) starts the rings from scratch. */
+    memset(&d->avail, 0, sizeof(d->avail));
+    memset(&d->used, 0, sizeof(d->used));
+    d->avail_idx = d->used_seen = 0;
+    d->slot = slot;
+    u64 bar = (conf_read(slot, 0x10) & ~0xfULL) | ((u64)conf_read(slot, 0x14) << 32);
+    for (u8 cap = conf_read(slot, 0x34) & 0xff; cap;) {
+        u32 w0 = conf_read(slot, cap);
+        if ((w0 & 0xff) == 0x09) {
+            u8 type = (w0 >> 24) & 0xff;
+            u64 addr = bar + conf_read(slot, cap + 8);
+            if (type == 1) d->common = addr;
+            else if (type == 2) { d->notify = addr; d->notify_mult = conf_read(slot, cap + 16); }
+            else if (type == 3) d->isr = addr;
+            else if (type == 4) d->devcfg = addr;
+        }
+        cap = (w0 >> 8) & 0xff;
+    }
+    if (!d->common || !d->notify || !d->devcfg) { fail("virtio capabilities"); return 0; }
+    u64 c = d->common;
+    wr8(c + 0x14, 0);
+    wr8(c + 0x14, 1 | 2);
+    wr32(c + 0x00, 0);
+    u64 f = rd32(c + 0x04);
+    wr32(c + 0x00, 1);
+    f |= (u64)rd32(c + 0x04) << 32;
+    d->features = f;
+    u64 want = f & accept;
+    wr32(c + 0x08, 0);
+    wr32(c + 0x0c, (u32)want);
+    wr32(c + 0x08, 1);
+    wr32(c + 0x0c, (u32)(want >> 32));
+    wr8(c + 0x14, 1 | 2 | 8);
+    if (!(rd8(c + 0x14) & 8)) { fail("FEATURES_OK refused"); return 0; }
+    wr16(c + 0x16, 0);
+    wr16(c + 0x18, QSIZE);
+    wr64(c + 0x20, (u64)d->desc);
+    wr64(c + 0x28, (u64)&d->avail);
+    wr64(c + 0x30, (u64)&d->used);
+    wr16(c + 0x1a, 0xffff); /* no interrupts: we poll */
+    d->notify_off = rd16(c + 0x1e);
+    wr16(c + 0x1c, 1);
+    wr8(c + 0x14, 1 | 2 | 4 | 8);
+    return rd8(c + 0x14) == 0xf;
+}
+
+/* ---- a minimal 9P2000.L client: version, attach, walk, lopen, read, clunk ---- */
+
+static struct vdev p9dev __attribute__((aligned(4096)));
+static u8 p9_req[512] __attribute__((aligned(64)));
+#define P9_MSIZE (64 * 1024 + 24)
+static u8 p9_resp[P9_MSIZE] __attribute__((aligned(4096)));
+static u32 p9_len;
+
+static void p9_begin(u8 type, u16 tag) { p9_len = 7; p9_req[4] = type; p9_req[5] = (u8)tag; p9_req[6] = (u8)(tag >> 8); }
+static void p9_u8(u8 v) { p9_req[p9_len++] = v; }
+static void p9_u16(u16 v) { p9_u8((u8)v); p9_u8((u8)(v >> 8)); }
+static void p9_u32(u32 v) { p9_u16((u16)v); p9_u16((u16)(v >> 16)); }
+static void p9_u64(u64 v) { p9_u32((u32)v); p9_u32((u32)(v >> 32)); }
+static void p9_str(const char *s, u32 n) { p9_u16((u16)n); memcpy(p9_req + p9_len, s, n); p9_len += n; }
+
+/* Sends the request, waits for the reply; returns its type (0 on a transport failure). */
+static u8 p9_rpc(void) {
+    struct vdev *d = &p9dev;
+    memcpy(p9_req, &p9_len, 4);
+    d->desc[0] = (struct vq_desc){ (u64)p9_req, p9_len, VIRTQ_DESC_F_NEXT, 1 };
+    d->desc[1] = (struct vq_desc){ (u64)p9_resp, P9_MSIZE, VIRTQ_DESC_F_WRITE, 0 };
+    submit(d, 0);
+    u32 len = 0;
+    if (!wait_used(d, 0, &len) || len < 7) return 0;
+    return p9_resp[4];
+}
+static u32 p9_resp_u32(u32 at) { u32 v; memcpy(&v, p9_resp + at, 4); return v; }
+
+static u8 p9_walk(u32 fid, u32 newfid, const char *path) {
+    p9_begin(110, 3);
+    p9_u32(fid);
+    p9_u32(newfid);
+    u32 at = p9_len;
+    p9_u16(0);
+    u16 n = 0;
+    const char *s = path;
+    while (*s) {
+        const char *e = s;
+        while (*e && *e != '/') e++;
+        if (e > s) { p9_str(s, (u32)(e - s)); n++; }
+        s = *e ? e + 1 : e;
+    }
+    p9_req[at] = (u8)n;
+    p9_req[at + 1] = (u8)(n >> 8);
+    return p9_rpc();
+}
+
+static int p9_find(void) {
+    for (u8 dev = 0; dev < 32; dev++)
+        if (conf_read(dev, 0) == 0x10491af4) return vdev_setup(&p9dev, dev, 1ULL << 32 | 1);
+    fail("no virtio-9p device");
+    return 0;
+}
+
+/* Mounts the first share and opens `path` as fid 1. Returns the negotiated msize. */
+static u32 p9_open(const char *path) {
+    if (!p9_find()) return 0;
+    u16 taglen = rd16(p9dev.devcfg);
+    char tag[65] = {0};
+    for (u16 i = 0; i < taglen && i < 64; i++) tag[i] = (char)rd8(p9dev.devcfg + 2 + i);
+    puts("guest: 9p tag ");
+    puts(tag);
+    putc('\n');
+    p9_begin(100, 0xffff);
+    p9_u32(P9_MSIZE);
+    p9_str("9P2000.L", 8);
+    if (p9_rpc() != 101) { fail("9p Tversion"); return 0; }
+    u32 msize = p9_resp_u32(7);
+    p9_begin(104, 1);
+    p9_u32(0);
+    p9_u32(~0u);
+    p9_str("", 0);
+    p9_str("", 0);
+    p9_u32(0);
+    if (p9_rpc() != 105) { fail("9p Tattach"); return 0; }
+    if (p9_walk(0, 1, path) != 111) { fail("9p Twalk to the file"); return 0; }
+    p9_begin(12, 4);
+    p9_u32(1);
+    p9_u32(0);
+    if (p9_rpc() != 13) { fail("9p Tlopen"); return 0; }
+    return msize;
+}
+
+/* Reads fid 1 to its end in msize-sized requests; checks the disk pattern; returns bytes. */
+static u64 p9_read_all(u32 msize, u64 *ns) {
+    u64 off = 0, t = 0;
+    u32 chunk = msize - 11;
+    for (;;) {
+        p9_begin(116, 5);
+        p9_u32(1);
+        p9_u64(off);
+        p9_u32(chunk);
+        u64 t0 = now_ns();
+        u8 ty = p9_rpc();
+        t += now_ns() - t0;
+        if (ty != 117) { fail("9p Tread"); break; }
+        u32 n = p9_resp_u32(7);
+        if (n == 0) break;
+        /* Byte i of the file is the disk pattern: sector i/512, offset i%512. */
+        u64 i = off;
+        if (p9_resp[11] != (u8)((i / 512) * 3 + i % 512)) { fail("9p data does not match the pattern"); break; }
+        off += n;
+    }
+    *ns = t;
+    return off;
+}
+
+static void test_p9(const char *path) {
+    u32 msize = p9_open(path);
+    if (!msize) return;
+    u64 ns;
+    u64 bytes = p9_read_all(msize, &ns);
+    puts("guest: 9p read ");
+    put_dec(bytes);
+    puts(" bytes of ");
+    puts(path);
+    putc('\n');
+    /* Escapes and writes on a read-only share: each gets Rlerror (type 7) with its errno. */
+    CHECK(p9_walk(0, 2, "..") == 7 && p9_resp_u32(7) == 1 /* EPERM */, "9p walk to .. refused with EPERM");
+    CHECK(p9_walk(0, 2, "../etc") == 7, "9p walk with a slash refused");
+    if (option("p9ro")) {
+        p9_begin(72, 6); /* Tmkdir */
+        p9_u32(0);
+        p9_str("newdir", 6);
+        p9_u32(0755);
+        p9_u32(0);
+        CHECK(p9_rpc() == 7 && p9_resp_u32(7) == 30 /* EROFS */, "9p mkdir on a read-only share gets EROFS");
+    }
+    /* A malformed frame: size field lies. */
+    p9_begin(120, 9);
+    p9_u32(1);
+    u32 lie = 0xffff;
+    memcpy(p9_req, &lie, 4);
+    struct vdev *d = &p9dev;
+    d->desc[0] = (struct vq_desc){ (u64)p9_req, p9_len, VIRTQ_DESC_F_NEXT, 1 };
+    d->desc[1] = (struct vq_desc){ (u64)p9_resp, P9_MSIZE, VIRTQ_DESC_F_WRITE, 0 };
+    submit(d, 0);
+    u32 len = 0;
+    CHECK(wait_used(d, 0, &len) && p9_resp[4] == 7 && p9_resp[5] == 9, "9p malformed frame gets Rlerror with its tag");
+    puts("guest: 9p done\n");
+}
+
+/* ---- benchmarks: sequential reads, timed with kvmclock ---- */
+
+static u8 blk_bench_buf[256 * 1024] __attribute__((aligned(4096)));
+
+static void bench_blk(void) {
+    if (!ndisks) { fail("no disk to benchmark"); return; }
+    struct vdev *d = &vdevs[0];
+    if (!virtio_init(d, 0)) return;
+    u64 cap = disk_capacity(d), t = 0, s = 0;
+    u32 per = sizeof(blk_bench_buf) / 512;
+    while (s < cap) {
+        u32 n = cap - s < per ? (u32)(cap - s) : per;
+        u64 t0 = now_ns();
+        u8 st = blk_request(d, 0, s, blk_bench_buf, n * 512, 1, 0);
+        t += now_ns() - t0;
+        if (st != 0 || !pattern_ok(blk_bench_buf, s, 1)) { fail("bench read"); return; }
+        s += n;
+    }
+    put_rate("virtio-blk", cap * 512, t);
+}
+
+static void bench_p9(const char *path) {
+    u32 msize = p9_open(path);
+    if (!msize) return;
+    u64 ns;
+    u64 bytes = p9_read_all(msize, &ns);
+    put_rate("virtio-9p", bytes, ns);
+}
+
+static void issue5_modes(struct hvm_start_info *si) {
+    const char *p;
+    if (option("button")) wait_for_power_button(si);
+    if (option("fwcfg")) {
+        test_fw_cfg();
+        puts(failures ? "guest: FAILED\n" : "guest: PASS\n");
+        guest_exit(failures ? 1 : 0);
+    }
+    if ((p = option("p9read")) || option("blkbench") || option("p9bench")) {
+        clock_init();
+        setup_interrupts();
+        struct acpi_info ai;
+        check_acpi(si, &ai);
+        scan_pci(ai.ecam);
+        static char path[128];
+        if (p) {
+            usize n = 0;
+            while (p[n] && p[n] != ' ' && n < sizeof(path) - 1) { path[n] = p[n]; n++; }
+            path[n] = 0;
+            test_p9(path);
+        }
+        if (option("blkbench")) bench_blk();
+        if ((p = option("p9bench"))) {
+            usize n = 0;
+            while (p[n] && p[n] != ' ' && n < sizeof(path) - 1) { path[n] = p[n]; n++; }
+            path[n] = 0;
+            bench_p9(path);
+        }
+        puts(failures ? "guest: FAILED\n" : "guest: PASS\n");
+        guest_exit(failures ? 1 : 0);
+    }
+}
+
 void guest_main(struct hvm_start_info *si) {
     if (si && si->magic == 0x336ec578 && si->cmdline_paddr) cmdline = (const char *)si->cmdline_paddr;
     puts("guest: hello, cmdline '");
@@ -982,6 +1432,7 @@ void guest_main(struct hvm_start_info *si) {
         guest_exit(1);
     }
     if (option("poweroff")) power_off(si);
+    issue5_modes(si);
 
     setup_interrupts();
     struct hvm_memmap_entry { u64 addr, size; u32 type, reserved; };

@@ -6,6 +6,13 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 static START: OnceLock<Instant> = OnceLock::new();
+/// When the `--boot-marker` text was first seen, in ms since start (for the API's status).
+static SERIAL_MARKER_AT: OnceLock<f64> = OnceLock::new();
+
+/// When the serial boot marker was seen (ms since start), if it was.
+pub fn serial_marker_seen_ms() -> Option<f64> {
+    SERIAL_MARKER_AT.get().copied()
+}
 
 /// Records the VMM start. Call first thing in `main`; later calls are ignored.
 pub fn mark_start() {
@@ -67,10 +74,11 @@ pub fn log_debug_port(port: u16, value: u8) {
 }
 
 pub fn log_serial_marker(marker: &str) {
+    let at = elapsed_ms();
+    let _ = SERIAL_MARKER_AT.set(at);
     tracing::info!(
         target: "boot_marker",
-        "serial output matched '{marker}' at {:.3} ms",
-        elapsed_ms()
+        "serial output matched '{marker}' at {at:.3} ms"
     );
 }
 

@@ -7,7 +7,8 @@
 //! | 2 | bad configuration or usage (also clap's usage errors) |
 //! | 3 | the guest asked for a reboot (i8042 reset or the ACPI reset register) |
 //! | 4 | the guest crashed: triple fault, KVM internal/emulation error, failed entry |
-//! | 5 | stopped from the host: the serial escape key sequence |
+//! | 5 | stopped from the host: the serial escape key sequence, the API's power-off, a second SIGTERM/SIGINT |
+//! | 6 | the guest did not power off within `--shutdown-timeout` after the power button; stopped |
 //! | 32-95 | debug exit: the guest wrote V to port 0xf4; status is 32 + (V & 63) |
 
 use std::fmt;
@@ -20,6 +21,7 @@ pub const STATUS_CONFIG_ERROR: i32 = 2;
 pub const STATUS_REBOOT: i32 = 3;
 pub const STATUS_GUEST_CRASH: i32 = 4;
 pub const STATUS_HOST_STOP: i32 = 5;
+pub const STATUS_SHUTDOWN_TIMEOUT: i32 = 6;
 /// Debug exits are offset so a test guest's codes never read as one of the statuses above.
 pub const STATUS_DEBUG_EXIT_BASE: i32 = 32;
 
@@ -36,6 +38,10 @@ pub enum VmExit {
     HostStop,
     /// A VMM thread failed while the guest ran.
     VmmError(String),
+    /// Stopped at once on the host's request (the API's power-off, a second signal).
+    HardStop(String),
+    /// The guest did not power off within this many seconds of the power button.
+    ShutdownTimeout(u64),
 }
 
 impl VmExit {
@@ -48,6 +54,8 @@ impl VmExit {
             VmExit::DebugExit(v) => debug_exit_status(*v),
             VmExit::HostStop => STATUS_HOST_STOP,
             VmExit::VmmError(_) => STATUS_VMM_ERROR,
+            VmExit::HardStop(_) => STATUS_HOST_STOP,
+            VmExit::ShutdownTimeout(_) => STATUS_SHUTDOWN_TIMEOUT,
         }
     }
 }
@@ -66,6 +74,11 @@ impl fmt::Display for VmExit {
             VmExit::DebugExit(v) => write!(f, "guest wrote {v:#x} to the debug-exit port"),
             VmExit::HostStop => write!(f, "stopped from the console escape sequence"),
             VmExit::VmmError(why) => write!(f, "VMM error: {why}"),
+            VmExit::HardStop(why) => write!(f, "stopped at once: {why}"),
+            VmExit::ShutdownTimeout(secs) => write!(
+                f,
+                "the guest did not power off within {secs} s of the power button; stopped"
+            ),
         }
     }
 }
@@ -117,9 +130,11 @@ mod tests {
             VmExit::GuestCrash(String::new()),
             VmExit::HostStop,
             VmExit::DebugExit(0),
+            VmExit::ShutdownTimeout(1),
         ];
         let statuses: Vec<i32> = exits.iter().map(VmExit::status).collect();
-        assert_eq!(statuses, vec![0, 1, 3, 4, 5, 32]);
+        assert_eq!(statuses, vec![0, 1, 3, 4, 5, 32, 6]);
+        assert_eq!(VmExit::HardStop(String::new()).status(), 5);
     }
 
     #[test]

@@ -56,6 +56,8 @@ pub const KVM_TSS_ADDRESS: u64 = 0xfffb_d000;
 
 /// Interrupt lines (IOAPIC pins / GSIs).
 pub const SERIAL_IRQ: u32 = 4;
+/// The ACPI Generic Event Device's line (power button), an ISA line nothing else uses.
+pub const GED_IRQ: u32 = 5;
 /// Number of IOAPIC pins KVM's in-kernel IOAPIC provides; MSI GSIs are allocated after them.
 pub const IOAPIC_PINS: u32 = 24;
 
@@ -76,6 +78,14 @@ pub mod ports {
     pub const ACPI_SLEEP_STATUS: u16 = 0x601;
     pub const ACPI_RESET: u16 = 0x602;
     pub const ACPI_PM_LEN: u16 = 4;
+    /// ACPI Generic Event Device event register (power button).
+    pub const ACPI_GED: u16 = 0x604;
+    /// QEMU fw_cfg: selector (16-bit), data (8-bit), DMA address (64-bit, big endian).
+    pub const FW_CFG_SELECTOR: u16 = 0x510;
+    pub const FW_CFG_DATA: u16 = 0x511;
+    pub const FW_CFG_DMA: u16 = 0x514;
+    /// The range QEMU's ACPI `_CRS` declares for fw_cfg (0x510-0x51b).
+    pub const FW_CFG_LEN: u16 = 12;
     pub const PCI_CONFIG_ADDRESS: u16 = 0xcf8;
     pub const PCI_CONFIG_LEN: u16 = 8;
 }

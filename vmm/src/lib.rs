@@ -5,6 +5,7 @@
 //! write a `vm.yaml` and start `vmm --config`. See docs/vmm.md for usage.
 
 pub mod acpi;
+pub mod api;
 pub mod boot;
 pub mod boot_marker;
 pub mod bus;
@@ -19,10 +20,12 @@ pub mod layout;
 pub mod memory;
 pub mod net;
 pub mod pci;
+pub mod shutdown;
 pub mod sync;
 pub mod virtio;
 pub mod vmm;
+pub mod vmm_devices;
 
-pub use config::{DiskConfig, SerialConfig, VmConfig};
+pub use config::{DiskConfig, SerialConfig, ShareConfig, VmConfig};
 pub use exit::VmExit;
 pub use vmm::{Error, Vmm};

@@ -31,6 +31,19 @@ fn init_logging(verbose: u8, boot_marker: bool) {
         .init();
 }
 
+/// Each 9p fid holds a descriptor; the soft limit (often 1024) is raised to the hard one so
+/// shares are bounded by their own fid limit rather than by the first ls -R.
+fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut lim = getrlimit(Resource::Nofile);
+    if lim.current < lim.maximum {
+        lim.current = lim.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, lim) {
+            tracing::debug!("cannot raise the open-file limit: {e}");
+        }
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<i32> {
     let verbose = cli.verbose;
     let config = match cli.into_config() {
@@ -41,11 +54,15 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
     };
     init_logging(verbose, config.boot_marker.is_some());
+    raise_fd_limit();
     let vm = vmm::Vmm::new(&config).context("cannot start the VM")?;
     let exit = vm.run().context("VM failed")?;
     match &exit {
         vmm::VmExit::PowerOff | vmm::VmExit::DebugExit(_) => tracing::info!("{exit}"),
-        vmm::VmExit::Reboot | vmm::VmExit::HostStop => tracing::warn!("{exit}"),
+        vmm::VmExit::Reboot
+        | vmm::VmExit::HostStop
+        | vmm::VmExit::HardStop(_)
+        | vmm::VmExit::ShutdownTimeout(_) => tracing::warn!("{exit}"),
         vmm::VmExit::GuestCrash(_) | vmm::VmExit::VmmError(_) => eprintln!("error: {exit}"),
     }
     Ok(exit.status())

@@ -6,10 +6,13 @@
 //! - `vcpuN`: one per vCPU, `KVM_RUN` and device emulation on I/O exits ([`crate::cpu::vcpu`]).
 //! - `vmm-io`: the device event loop: queue doorbells, disk I/O, console input
 //!   ([`crate::event_loop`]).
-//! - (issue 5) an API thread serving `--api-socket`.
+//! - `vmm-api`: the `--api-socket` server, one thread per client ([`crate::api`]).
 //!
 //! `--net user` also starts a `passt` child process (killed when the VMM ends); its frames and
 //! log output are served by `vmm-io`, so networking adds no thread.
+//!
+//! SIGTERM and SIGINT press the ACPI power button ([`crate::shutdown`]); the main thread
+//! enforces `--shutdown-timeout` while it waits.
 
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixListener;
@@ -49,6 +52,7 @@ use crate::sync::lock;
 use crate::virtio::block::io::DiskError;
 use crate::virtio::block::{Block, BlockEventHandler};
 use crate::virtio::pci::{NotifyRegistrar, TransportError, VirtioPciDevice};
+use crate::vmm_devices::{self, ExtraDevices};
 
 const KVM_API_VERSION: i32 = 12;
 
@@ -99,6 +103,8 @@ pub enum Error {
     Terminal(std::io::Error),
     #[error(transparent)]
     Net(#[from] crate::net::NetError),
+    #[error(transparent)]
+    Devices(#[from] vmm_devices::DeviceError),
 }
 
 impl Error {
@@ -109,6 +115,7 @@ impl Error {
             Error::Boot(e) => e.is_user_error(),
             Error::Disk(_) => true,
             Error::Net(e) => e.is_user_error(),
+            Error::Devices(e) => e.is_user_error(),
             _ => false,
         };
         if user {
@@ -127,6 +134,8 @@ pub struct Vmm {
     exit: ExitNotifier,
     exit_rx: Receiver<VmExit>,
     terminal: Option<RawTerminal>,
+    /// 9p shares, entropy, fw_cfg, power button, shutdown and the API (issue 5).
+    extra: ExtraDevices,
     // Kept alive for the VM's lifetime; dropping them tears the VM down.
     _vm: Arc<VmFd>,
     _mem: GuestMemoryMmap,
@@ -295,6 +304,8 @@ impl Vmm {
             .enumerate()
             .map(|(i, n)| crate::net::open(n, i))
             .collect::<Result<Vec<_>, _>>()?;
+        // Shares, Ignition and the API socket: checked and opened before KVM, like disks.
+        let mut extra = ExtraDevices::prepare(config)?;
         let mem_size = config.memory_bytes();
         let mem = memory::create_guest_memory(mem_size)?;
         boot::check_kernel(&config.kernel)?;
@@ -323,7 +334,7 @@ impl Vmm {
         let space_evt = EventFd::new(EFD_NONBLOCK).map_err(|e| Error::EventLoop(e.to_string()))?;
         let serial = Arc::new(Mutex::new(SerialDevice::new(
             LegacyIrq::new(&vm, layout::SERIAL_IRQ)?,
-            console.output,
+            console.output.with_tap(extra.console_tap()),
             space_evt
                 .try_clone()
                 .map_err(|e| Error::EventLoop(e.to_string()))?,
@@ -362,7 +373,7 @@ impl Vmm {
         )?;
         if let Some(source) = console.input {
             event_loop.add(Box::new(SerialInput::new(
-                serial,
+                serial.clone(),
                 source,
                 space_evt,
                 exit.clone(),
@@ -416,6 +427,19 @@ impl Vmm {
                 &mut event_loop,
             )?);
         }
+        extra.attach(vmm_devices::Platform {
+            vm: &vm,
+            mem: &mem,
+            pio: &pio,
+            pci: &pci,
+            router: &router,
+            notify: &notify,
+            event_loop: &mut event_loop,
+            exit: &exit,
+            serial: &serial,
+            config,
+            disks: &disks,
+        })?;
 
         step("devices ready");
         // vCPUs.
@@ -451,6 +475,7 @@ impl Vmm {
             exit,
             exit_rx,
             terminal,
+            extra,
             _vm: vm,
             _mem: mem,
             _socket_path: console.socket_path,
@@ -468,10 +493,8 @@ impl Vmm {
         for vcpu in self.vcpus.drain(..) {
             vcpu.spawn()?;
         }
-        let exit = self
-            .exit_rx
-            .recv()
-            .unwrap_or_else(|_| VmExit::VmmError("every exit path closed".to_owned()));
+        self.extra.start_api()?;
+        let exit = vmm_devices::wait_for_exit(&self.exit_rx, &self.extra);
         for disk in &self.disks {
             let d = lock(disk);
             if let Err(e) = d.flush() {

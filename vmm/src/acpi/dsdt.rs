@@ -112,6 +112,8 @@ pub fn build_dsdt() -> Vec<u8> {
     serial_port(&mut body);
     rtc(&mut body);
     motherboard_resources(&mut body);
+    crate::devices::acpi_ged::dsdt_entries(&mut body);
+    crate::devices::fw_cfg::dsdt_entry(&mut body);
     Name::new(
         "_S5_".into(),
         &Package::new(vec![&ACPI_S5_SLEEP_TYPE, &0u8, &0u8, &0u8]),
@@ -141,7 +143,17 @@ mod tests {
             d.len()
         );
         assert_eq!(sum(&d), 0);
-        for name in [&b"PCI0"[..], b"COM1", b"RTC_", b"MRES", b"_S5_", b"_CRS"] {
+        for name in [
+            &b"PCI0"[..],
+            b"COM1",
+            b"RTC_",
+            b"MRES",
+            b"_S5_",
+            b"_CRS",
+            b"GED_",
+            b"PWRB",
+            b"FWCF",
+        ] {
             assert!(contains(&d, name), "{}", String::from_utf8_lossy(name));
         }
         // The 32-bit MMIO window's bounds appear as a DWord address space descriptor.

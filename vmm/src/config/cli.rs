@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use super::{ConfigError, DiskConfig, NetConfig, SerialConfig, VmConfig};
+use super::{ConfigError, DiskConfig, NetConfig, RngMode, SerialConfig, ShareConfig, VmConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -12,7 +12,8 @@ use super::{ConfigError, DiskConfig, NetConfig, SerialConfig, VmConfig};
     version,
     about = "Boot a Linux kernel (or a PVH ELF) directly in a KVM virtual machine",
     after_help = "Exit status: 0 guest power-off, 1 VMM error, 2 bad configuration, 3 guest reboot, \
-                  4 guest crash, 5 escape key, 32+V debug exit V. Console escape: Ctrl-A x. See docs/vmm.md."
+                  4 guest crash, 5 stopped from the host (escape key, API power-off, second SIGTERM), \
+                  6 shutdown timeout, 32+V debug exit V. Console escape: Ctrl-A x. See docs/vmm.md."
 )]
 pub struct Cli {
     /// YAML file with the same settings; flags given here override it.
@@ -47,6 +48,23 @@ pub struct Cli {
     /// Log the time until a serial line contains TEXT (and the first debug-port write).
     #[arg(long, value_name = "TEXT")]
     pub boot_marker: Option<String>,
+    /// A host directory shared over virtio-9p; repeat for several. Replaces the file's list.
+    #[arg(long = "share", value_name = "path=DIR,tag=TAG[,readonly=on]")]
+    pub shares: Vec<ShareConfig>,
+    /// Ignition config (JSON) for the guest, as the QEMU fw_cfg files
+    /// opt/org.flatcar-linux/config and opt/com.coreos/config.
+    #[arg(long, value_name = "config.ign")]
+    pub ignition: Option<PathBuf>,
+    /// Entropy device (virtio-rng fed by the host's getrandom) [default: on].
+    #[arg(long, value_name = "on|off")]
+    pub rng: Option<RngMode>,
+    /// Seconds the guest gets to power off after SIGTERM, SIGINT or the API's shutdown
+    /// before it is stopped hard (exit status 6) [default: 30].
+    #[arg(long, value_name = "SECONDS")]
+    pub shutdown_timeout: Option<u64>,
+    /// Unix socket for the JSON control API (status, shutdown, power-off, console).
+    #[arg(long, value_name = "PATH")]
+    pub api_socket: Option<PathBuf>,
     /// More log output (-v info, -vv debug, -vvv trace); quiet by default.
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -85,6 +103,21 @@ impl Cli {
         }
         if let Some(b) = self.boot_marker {
             config.boot_marker = Some(b);
+        }
+        if !self.shares.is_empty() {
+            config.shares = self.shares;
+        }
+        if let Some(i) = self.ignition {
+            config.ignition = Some(i);
+        }
+        if let Some(r) = self.rng {
+            config.rng = r;
+        }
+        if let Some(t) = self.shutdown_timeout {
+            config.shutdown_timeout = t;
+        }
+        if let Some(a) = self.api_socket {
+            config.api_socket = Some(a);
         }
         config.validate()?;
         Ok(config)

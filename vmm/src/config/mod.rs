@@ -4,6 +4,7 @@
 pub mod cli;
 pub mod keyvalue;
 pub mod net;
+pub mod share;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use keyvalue::KeyValues;
 pub use net::NetConfig;
+pub use share::{DEFAULT_SHUTDOWN_TIMEOUT_SECS, RngMode, ShareConfig};
 
 /// Most vCPUs a VM may have: APIC IDs are 8 bits, 0xff is broadcast and the IOAPIC takes one.
 pub const MAX_CPUS: u8 = 254;
@@ -62,6 +64,8 @@ pub enum ConfigError {
     CmdlineTooLong(usize),
     #[error("boot marker must not be empty")]
     EmptyBootMarker,
+    #[error(transparent)]
+    Share(#[from] share::ShareConfigError),
 }
 
 /// Everything needed to start a VM. Deserialized from YAML (all keys optional except `kernel`,
@@ -87,6 +91,19 @@ pub struct VmConfig {
     /// Log the time until a serial output line contains this text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub boot_marker: Option<String>,
+    /// virtio-9p shares (issue 5).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shares: Vec<ShareConfig>,
+    /// Ignition config handed to the guest through fw_cfg.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ignition: Option<PathBuf>,
+    /// virtio-rng: `on` (default) or `off`.
+    pub rng: RngMode,
+    /// Seconds a guest gets to power off after the power button before it is stopped hard.
+    pub shutdown_timeout: u64,
+    /// Unix socket for the JSON control API.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_socket: Option<PathBuf>,
 }
 
 impl Default for VmConfig {
@@ -101,6 +118,11 @@ impl Default for VmConfig {
             net: Vec::new(),
             serial: SerialConfig::Stdio,
             boot_marker: None,
+            shares: Vec::new(),
+            ignition: None,
+            rng: RngMode::On,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT_SECS,
+            api_socket: None,
         }
     }
 }
@@ -232,6 +254,15 @@ impl VmConfig {
             SerialConfig::File(p) | SerialConfig::Socket(p) => resolve(p),
             SerialConfig::Stdio | SerialConfig::Off => {}
         }
+        for s in &mut self.shares {
+            resolve(&mut s.path);
+        }
+        if let Some(p) = self.ignition.as_mut() {
+            resolve(p);
+        }
+        if let Some(p) = self.api_socket.as_mut() {
+            resolve(p);
+        }
     }
 
     /// Checks everything that can be checked without KVM: ranges, and that input files exist.
@@ -273,6 +304,7 @@ impl VmConfig {
             }
         }
         net::validate(&self.net)?;
+        share::validate(self)?;
         Ok(())
     }
 

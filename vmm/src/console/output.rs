@@ -2,7 +2,7 @@
 //! the stream for the `--boot-marker` text.
 
 use std::fs::{File, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -22,6 +22,8 @@ enum Sink {
 
 pub struct SerialOutput {
     sink: Sink,
+    /// A client attached through the API socket's `console` command, served besides the sink.
+    tap: Option<SharedConnection>,
     marker: Option<(LineMatcher, String)>,
     failed: bool,
 }
@@ -30,6 +32,7 @@ impl SerialOutput {
     fn with(sink: Sink) -> Self {
         SerialOutput {
             sink,
+            tap: None,
             marker: None,
             failed: false,
         }
@@ -58,10 +61,31 @@ impl SerialOutput {
         self
     }
 
+    /// Also copies output to whoever is attached to `tap` (the API console).
+    pub fn with_tap(mut self, tap: SharedConnection) -> Self {
+        self.tap = Some(tap);
+        self
+    }
+
     fn report(&mut self, what: &str, e: &std::io::Error) {
         if !self.failed {
             self.failed = true;
             tracing::warn!("serial output to {what} failed, output is dropped from now on: {e}");
+        }
+    }
+}
+
+/// Writes to a socket client without blocking; a client that went away is detached.
+fn write_to_client(conn: &SharedConnection, buf: &[u8]) {
+    let mut guard = lock(conn);
+    if let Some(stream) = guard.as_mut() {
+        // Non-blocking per call: the API console's socket stays blocking for its reader.
+        let flags = rustix::net::SendFlags::DONTWAIT | rustix::net::SendFlags::NOSIGNAL;
+        match rustix::net::send(&*stream, buf, flags) {
+            // A slow client loses output rather than stalling the vCPU.
+            Ok(_) => {}
+            Err(e) if e == rustix::io::Errno::AGAIN => {}
+            Err(_) => *guard = None,
         }
     }
 }
@@ -75,6 +99,9 @@ impl Write for SerialOutput {
         {
             boot_marker::log_serial_marker(text);
         }
+        if let Some(tap) = &self.tap {
+            write_to_client(tap, buf);
+        }
         if self.failed {
             return Ok(buf.len());
         }
@@ -82,15 +109,7 @@ impl Write for SerialOutput {
             Sink::Stdout => std::io::stdout().write_all(buf),
             Sink::File(f) => f.write_all(buf),
             Sink::Socket(conn) => {
-                let mut guard = lock(conn);
-                if let Some(stream) = guard.as_mut() {
-                    match stream.write(buf) {
-                        // A slow client loses output rather than stalling the vCPU.
-                        Ok(_) => {}
-                        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                        Err(_) => *guard = None,
-                    }
-                }
+                write_to_client(conn, buf);
                 Ok(())
             }
             Sink::Discard => Ok(()),

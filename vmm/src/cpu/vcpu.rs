@@ -158,13 +158,21 @@ impl Vcpu {
             }
             match self.fd.run() {
                 Ok(VcpuExit::IoIn(port, data)) => {
-                    if !self.pio.read(u64::from(port), data) {
+                    if !self.pio.read(u64::from(port), data)
+                        && !string_io(data.len(), |i| {
+                            self.pio.read(u64::from(port), &mut data[i..i + 1])
+                        })
+                    {
                         // Nothing there: the ISA bus floats high.
                         data.fill(0xff);
                     }
                 }
                 Ok(VcpuExit::IoOut(port, data)) => {
-                    if !self.pio.write(u64::from(port), data) {
+                    if !self.pio.write(u64::from(port), data)
+                        && !string_io(data.len(), |i| {
+                            self.pio.write(u64::from(port), &data[i..i + 1])
+                        })
+                    {
                         tracing::trace!("unhandled port write {port:#x} {data:x?}");
                     }
                 }
@@ -216,4 +224,15 @@ impl Vcpu {
             }
         }
     }
+}
+
+/// `rep insb` / `rep outsb`: KVM hands over all repetitions of a string port access at once
+/// (longer than any single access, 4 bytes). They are replayed one byte at a time, which is
+/// what byte-wide ports like fw_cfg's data register and the UART expect. Returns false for
+/// ordinary accesses, or when nothing decodes the port.
+fn string_io(len: usize, mut access: impl FnMut(usize) -> bool) -> bool {
+    if len <= 4 {
+        return false;
+    }
+    (0..len).all(&mut access)
 }

@@ -2,9 +2,14 @@
 //! the PCI transport that exposes any of them to the guest.
 
 pub mod block;
+pub mod chain;
 pub mod common_config;
+pub mod event_handler;
 pub mod net;
+pub mod p9;
 pub mod pci;
+pub mod queue_server;
+pub mod rng;
 #[cfg(test)]
 pub mod test_utils;
 
