@@ -3,13 +3,29 @@
 //! (honouring EVENT_IDX). A queue the guest corrupts (bad ring addresses, an avail index that
 //! runs away) is marked broken and left alone until the driver resets the device.
 
+use std::num::Wrapping;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use virtio_queue::{Queue, QueueT};
 
 use super::chain::{Buffers, ChainError, split};
 use super::{VirtioInterrupt, VirtioInterruptType};
 use crate::memory::GuestMemoryMmap;
+
+/// Whether the driver's avail index is more than a queue's worth ahead of the chains the
+/// device has taken (it jumped ahead, or went backwards and wrapped), or unreadable. virtio-queue
+/// then yields no chain while still reporting more work, and logs each time; a serving loop
+/// that retries on "more work" would spin, so callers stop the queue instead.
+pub fn avail_ran_away(queue: &Queue, mem: &GuestMemoryMmap) -> bool {
+    match queue.avail_idx(mem, Ordering::Acquire) {
+        Ok(idx) => (idx - Wrapping(queue.next_avail())).0 > queue.size(),
+        Err(_) => true,
+    }
+}
+
+/// The one warning for a queue stopped by [`avail_ran_away`].
+pub const RAN_AWAY: &str = "the driver's available index ran more than the queue size ahead; queue stopped until the device is reset";
 
 pub struct ActiveQueue {
     pub mem: GuestMemoryMmap,
@@ -51,6 +67,11 @@ impl ActiveQueue {
         }
         let mut handled = 0;
         loop {
+            if avail_ran_away(&self.queue, &self.mem) {
+                tracing::warn!("{what}: {RAN_AWAY}");
+                self.broken = true;
+                break;
+            }
             if let Err(e) = self.queue.disable_notification(&self.mem) {
                 tracing::warn!("{what}: queue unusable: {e}");
                 self.broken = true;
@@ -93,5 +114,59 @@ impl ActiveQueue {
             }
         }
         handled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::interrupt::InterruptError;
+    use crate::virtio::test_utils::{TestQueue, W};
+    use vm_memory::GuestAddress;
+
+    struct NoInterrupt;
+
+    impl VirtioInterrupt for NoInterrupt {
+        fn trigger(&self, _kind: VirtioInterruptType) -> Result<(), InterruptError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn avail_index_ahead_or_behind_stops_the_queue_once() {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        for idx in [17u16, 1000, u16::MAX] {
+            let mut q = TestQueue::new(&mem, 16);
+            q.add_chain(&[(0x8000, 16, W)]);
+            let mut active = ActiveQueue::new(mem.clone(), q.queue(), Arc::new(NoInterrupt), 0);
+            assert!(!avail_ran_away(&q.queue(), &mem));
+            q.set_avail_idx(idx);
+            assert!(avail_ran_away(&q.queue(), &mem), "avail index {idx}");
+            let mut calls = 0;
+            assert_eq!(
+                active.serve("test", |_, _| {
+                    calls += 1;
+                    0
+                }),
+                0
+            );
+            assert!(active.is_broken(), "avail index {idx}");
+            assert_eq!(
+                active.serve("test", |_, _| {
+                    calls += 1;
+                    0
+                }),
+                0
+            );
+            assert_eq!(calls, 0);
+        }
+        // A full ring (exactly the queue size ahead) is fine.
+        let mut q = TestQueue::new(&mem, 16);
+        for _ in 0..16 {
+            q.add_chain(&[(0x8000, 16, W)]);
+        }
+        let mut active = ActiveQueue::new(mem.clone(), q.queue(), Arc::new(NoInterrupt), 0);
+        assert_eq!(active.serve("test", |_, _| 0), 16);
+        assert!(!active.is_broken());
     }
 }
