@@ -13,19 +13,26 @@ use super::chain::{Buffers, ChainError, split};
 use super::{VirtioInterrupt, VirtioInterruptType};
 use crate::memory::GuestMemoryMmap;
 
-/// Whether the driver's avail index is more than a queue's worth ahead of the chains the
-/// device has taken (it jumped ahead, or went backwards and wrapped), or unreadable. virtio-queue
-/// then yields no chain while still reporting more work, and logs each time; a serving loop
-/// that retries on "more work" would spin, so callers stop the queue instead.
-pub fn avail_ran_away(queue: &Queue, mem: &GuestMemoryMmap) -> bool {
+/// Why the device cannot take chains from the avail ring, if it cannot: the driver's avail
+/// index is more than a queue's worth ahead of the chains the device has taken (it jumped
+/// ahead, or went backwards and wrapped), or it cannot be read (misaligned). virtio-queue then
+/// yields no chain while still reporting more work, and logs each time; a serving loop that
+/// retries on "more work" would spin, so callers stop the queue instead, with one warning.
+pub fn avail_fault(queue: &Queue, mem: &GuestMemoryMmap) -> Option<String> {
     match queue.avail_idx(mem, Ordering::Acquire) {
-        Ok(idx) => (idx - Wrapping(queue.next_avail())).0 > queue.size(),
-        Err(_) => true,
+        Ok(idx) if (idx - Wrapping(queue.next_avail())).0 > queue.size() => Some(format!(
+            "the driver's available index ({}) is more than the queue size ({}) ahead of the \
+             device's ({}); queue stopped until the device is reset",
+            idx.0,
+            queue.size(),
+            queue.next_avail()
+        )),
+        Ok(_) => None,
+        Err(e) => Some(format!(
+            "cannot read the available index: {e}; queue stopped until the device is reset"
+        )),
     }
 }
-
-/// The one warning for a queue stopped by [`avail_ran_away`].
-pub const RAN_AWAY: &str = "the driver's available index ran more than the queue size ahead; queue stopped until the device is reset";
 
 pub struct ActiveQueue {
     pub mem: GuestMemoryMmap,
@@ -67,8 +74,8 @@ impl ActiveQueue {
         }
         let mut handled = 0;
         loop {
-            if avail_ran_away(&self.queue, &self.mem) {
-                tracing::warn!("{what}: {RAN_AWAY}");
+            if let Some(why) = avail_fault(&self.queue, &self.mem) {
+                tracing::warn!("{what}: {why}");
                 self.broken = true;
                 break;
             }
@@ -139,9 +146,10 @@ mod tests {
             let mut q = TestQueue::new(&mem, 16);
             q.add_chain(&[(0x8000, 16, W)]);
             let mut active = ActiveQueue::new(mem.clone(), q.queue(), Arc::new(NoInterrupt), 0);
-            assert!(!avail_ran_away(&q.queue(), &mem));
+            assert_eq!(avail_fault(&q.queue(), &mem), None);
             q.set_avail_idx(idx);
-            assert!(avail_ran_away(&q.queue(), &mem), "avail index {idx}");
+            let why = avail_fault(&q.queue(), &mem).unwrap_or_default();
+            assert!(why.contains(&format!("index ({idx})")), "{why}");
             let mut calls = 0;
             assert_eq!(
                 active.serve("test", |_, _| {

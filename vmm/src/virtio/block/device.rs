@@ -15,7 +15,7 @@ use super::io::{DiskError, DiskFile, execute};
 use super::request::{MAX_RANGE_SECTORS, MAX_RANGES, parse};
 use crate::config::DiskConfig;
 use crate::memory::GuestMemoryMmap;
-use crate::virtio::queue_server::{RAN_AWAY, avail_ran_away};
+use crate::virtio::queue_server::avail_fault;
 use crate::virtio::{
     ActivateContext, ActivateError, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
     VIRTIO_RING_F_INDIRECT_DESC, VirtioDevice, VirtioInterrupt, VirtioInterruptType,
@@ -105,8 +105,8 @@ impl Block {
         let read_only = self.disk.read_only();
         let capacity = self.disk.sectors();
         loop {
-            if avail_ran_away(&active.queue, &active.mem) {
-                tracing::warn!("disk {}: {RAN_AWAY}", self.disk.path().display());
+            if let Some(why) = avail_fault(&active.queue, &active.mem) {
+                tracing::warn!("disk {}: {why}", self.disk.path().display());
                 self.broken = true;
                 break;
             }

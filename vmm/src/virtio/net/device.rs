@@ -29,7 +29,7 @@ use super::rx::{Delivery, RxQueue, publish};
 use super::tx;
 use crate::memory::GuestMemoryMmap;
 use crate::net::{Backend, BackendError, MacAddr, SendStatus};
-use crate::virtio::queue_server::{RAN_AWAY, avail_ran_away};
+use crate::virtio::queue_server::avail_fault;
 use crate::virtio::{
     ActivateContext, ActivateError, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
     VIRTIO_RING_F_INDIRECT_DESC, VirtioDevice, VirtioInterrupt, VirtioInterruptType,
@@ -294,11 +294,13 @@ impl Net {
                     // Ask for a kick when buffers arrive; some may have arrived just now, and
                     // then `deliver` takes them (each retry takes at least one chain).
                     match a.rx.enable_notification(&a.mem) {
-                        Ok(true) if avail_ran_away(&a.rx, &a.mem) => {
-                            tracing::warn!("{}: receive queue: {RAN_AWAY}", self.name);
-                            a.rx_broken = true;
-                        }
-                        Ok(true) => continue,
+                        Ok(true) => match avail_fault(&a.rx, &a.mem) {
+                            None => continue,
+                            Some(why) => {
+                                tracing::warn!("{}: receive queue: {why}", self.name);
+                                a.rx_broken = true;
+                            }
+                        },
                         Ok(false) => {}
                         Err(e) => {
                             tracing::warn!("{}: receive queue unusable: {e}", self.name);
@@ -345,8 +347,8 @@ impl Net {
         let mut progress = TxProgress::Done;
         let mut closed = None;
         'outer: loop {
-            if avail_ran_away(&a.tx, &a.mem) {
-                tracing::warn!("{}: transmit queue: {RAN_AWAY}", self.name);
+            if let Some(why) = avail_fault(&a.tx, &a.mem) {
+                tracing::warn!("{}: transmit queue: {why}", self.name);
                 a.tx_broken = true;
                 break;
             }
@@ -923,7 +925,6 @@ mod tests {
             f.net.process_rx();
             let broken = f.net.active.as_ref().is_some_and(|a| a.rx_broken);
             let _ = done.send(broken);
-            drop(q);
         });
         let broken = finished
             .recv_timeout(std::time::Duration::from_secs(20))
