@@ -24,6 +24,14 @@
  *   p9read=PATH    9P2000.L client on the first share: read PATH (disk pattern), try escapes
  *                  (p9ro: and a mkdir) and a malformed frame.
  *   blkbench, p9bench=PATH   timed sequential reads (kvmclock) of the first disk / PATH.
+ *   blkstream      numbered 4 KiB blocks to the first disk, a FLUSH every 8, "guest: flushed N"
+ *                  after each (pace_us=N between blocks), for kill -9 tests.
+ *   blkfull        write every block of the first disk (its image on a full filesystem), report
+ *                  the IOERRs, flush, read back; with "hold", then wait for the power button.
+ *   attack         a malicious driver on virtio-blk, -rng and -9p (broken chains, indirect
+ *                  tables, runaway avail indexes, misaligned or outside rings, odd queue sizes,
+ *                  stray notifications), each outcome printed; "attack_net" adds virtio-net;
+ *                  finally the second disk must read correctly.
  * Options: expect_cpus=N (fail unless ACPI and the MP table both show N CPUs), noinput.
  *
  * Disk contents the host prepares: byte j of sector s is (s * 3 + j) & 0xff.
