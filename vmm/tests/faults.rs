@@ -7,7 +7,8 @@
 //!   registers on virtio-blk, -rng, -9p and -net; each gets an error or is ignored, and the
 //!   VMM keeps serving the other devices (a second disk reads correctly afterwards).
 //!
-//! With `RELIABILITY_LOG=FILE` each sub-case is appended to FILE as `fault\texpected\tresult`
+//! With `RELIABILITY_LOG=FILE` each sub-case is appended to FILE as
+//! `test\tfault\texpected\tresult`
 //! for scripts/reliability.sh.
 
 mod common;
@@ -84,8 +85,10 @@ fn record(fault: &str, expected: &str, passed: bool) {
         .append(true)
         .open(path)
         .expect("open RELIABILITY_LOG");
-    let result = if passed { "pass" } else { "FAIL" };
-    writeln!(f, "{fault}\t{expected}\t{result}").expect("write RELIABILITY_LOG");
+    let result = if passed { "pass" } else { "fail" };
+    // libtest runs each test on a thread named after it.
+    let test = std::thread::current().name().unwrap_or("").to_owned();
+    writeln!(f, "{test}\t{fault}\t{expected}\t{result}").expect("write RELIABILITY_LOG");
 }
 
 /// Block `n` of the guest's stream (mode blkstream): u64 word k is (n << 32) | (k << 16) | 0xb10c.
