@@ -114,8 +114,13 @@ result_of() { # pkg target name
 }
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
-kvm_module=$(awk '/^kvm_/ {print $1; exit}' /proc/modules 2>/dev/null || true)
-if grep -qwE 'vmx|svm' /proc/cpuinfo; then virt="vmx/svm"; else virt="no vmx/svm (KVM module: ${kvm_module:-none})"; fi
+if grep -qwE 'vmx|svm' /proc/cpuinfo; then
+  virt="/dev/kvm with vmx/svm"
+elif [ -e /dev/kvm ]; then
+  virt="/dev/kvm without a vmx/svm CPU flag (PVM)"
+else
+  virt="no /dev/kvm"
+fi
 failed=0
 table=$work/table.md
 {
