@@ -24,6 +24,14 @@
  *   p9read=PATH    9P2000.L client on the first share: read PATH (disk pattern), try escapes
  *                  (p9ro: and a mkdir) and a malformed frame.
  *   blkbench, p9bench=PATH   timed sequential reads (kvmclock) of the first disk / PATH.
+ *   blkstream      numbered 4 KiB blocks to the first disk, a FLUSH every 8, "guest: flushed N"
+ *                  after each (pace_us=N between blocks), for kill -9 tests.
+ *   blkfull        write every block of the first disk (its image on a full filesystem), report
+ *                  the IOERRs, flush, read back; with "hold", then wait for the power button.
+ *   attack         a malicious driver on virtio-blk, -rng and -9p (broken chains, indirect
+ *                  tables, runaway avail indexes, misaligned or outside rings, odd queue sizes,
+ *                  stray notifications), each outcome printed; "attack_net" adds virtio-net;
+ *                  finally the second disk must read correctly.
  * Options: expect_cpus=N (fail unless ACPI and the MP table both show N CPUs), noinput.
  *
  * Disk contents the host prepares: byte j of sector s is (s * 3 + j) & 0xff.
@@ -1392,6 +1400,550 @@ static void issue5_modes(struct hvm_start_info *si) {
     }
 }
 
+/* ---- issue 7: faults (blkstream, blkfull) and a malicious driver (attack) ---- */
+
+/* Block n of a stream (4 KiB, 8 sectors): u64 word k is (n << 32) | (k << 16) | 0xb10c. The
+ * host test builds the same bytes to compare with the image. */
+static void fill_block(u8 *b, u64 n) {
+    for (u64 k = 0; k < 512; k++) {
+        u64 w = (n << 32) | (k << 16) | 0xb10c;
+        memcpy(b + k * 8, &w, 8);
+    }
+}
+
+static void delay_us(u64 us) {
+    u64 end = now_ns() + us * 1000;
+    while (now_ns() < end) cpu_relax();
+}
+
+/* blkstream: numbered blocks to the first disk, a FLUSH every 8 blocks; after each
+ * successful flush "guest: flushed N" says blocks 0..N-1 are durable. pace_us=N between
+ * blocks so the host can kill the VMM mid-stream. */
+static void blk_stream(void) {
+    if (!ndisks) { fail("blkstream: no disk"); return; }
+    struct vdev *d = &vdevs[0];
+    if (!virtio_init(d, 0)) return;
+    u64 blocks = disk_capacity(d) / 8, pace = option_num("pace_us", 1000);
+    puts("guest: stream of ");
+    put_dec(blocks);
+    puts(" blocks\n");
+    for (u64 n = 0; n < blocks; n++) {
+        fill_block(d->buf, n);
+        u8 st = blk_request(d, 1, n * 8, d->buf, 4096, 0, 0);
+        if (st != 0) { fail("blkstream: write status"); return; }
+        if ((n + 1) % 8 == 0) {
+            st = blk_request(d, 4, 0, NULL, 0, 0, 0);
+            if (st != 0) { fail("blkstream: flush status"); return; }
+            puts("guest: flushed ");
+            put_dec(n + 1);
+            putc('\n');
+        }
+        delay_us(pace);
+    }
+    puts("guest: stream end\n");
+}
+
+/* blkfull: the first disk's image sits on a full filesystem. Write every block, report the
+ * first failure's status and the totals, flush, then read back what was written. */
+static void blk_full(void) {
+    if (!ndisks) { fail("blkfull: no disk"); return; }
+    struct vdev *d = &vdevs[0];
+    if (!virtio_init(d, 0)) return;
+    u64 blocks = disk_capacity(d) / 8, ok = 0, failed = 0, first_failed = 0;
+    for (u64 n = 0; n < blocks; n++) {
+        fill_block(d->buf, n);
+        u8 st = blk_request(d, 1, n * 8, d->buf, 4096, 0, 0);
+        if (st == 0) {
+            CHECK(!failed, "blkfull: a write succeeded after one failed");
+            ok++;
+            continue;
+        }
+        if (!failed++) {
+            first_failed = n;
+            puts("guest: write of block ");
+            put_dec(n);
+            puts(" failed with status ");
+            put_dec(st);
+            putc('\n');
+        }
+    }
+    puts("guest: writes ok=");
+    put_dec(ok);
+    puts(" failed=");
+    put_dec(failed);
+    putc('\n');
+    puts("guest: flush status ");
+    put_dec(blk_request(d, 4, 0, NULL, 0, 0, 0));
+    putc('\n');
+    int intact = ok > 0;
+    for (u64 n = 0; n < ok; n += (ok > 64 ? ok / 64 : 1)) {
+        u8 st = blk_request(d, 0, n * 8, d->buf, 4096, 1, 0);
+        fill_block(d->buf2, n); /* first 512 bytes of the expected block */
+        if (st != 0 || memcmp(d->buf, d->buf2, 512)) intact = 0;
+    }
+    if (ok) {
+        u8 st = blk_request(d, 0, (ok - 1) * 8, d->buf, 4096, 1, 0);
+        fill_block(d->buf2, ok - 1);
+        if (st != 0 || memcmp(d->buf, d->buf2, 512)) intact = 0;
+    }
+    CHECK(intact, "blkfull: blocks written before the disk filled read back intact");
+    if (intact) puts("guest: reads after the failed writes are intact\n");
+    if (failed) {
+        u8 st = blk_request(d, 0, first_failed * 8, d->buf, 4096, 1, 0);
+        int zero = 1;
+        for (int i = 0; i < 4096; i++) if (d->buf[i]) zero = 0;
+        puts("guest: failed block reads status ");
+        put_dec(st);
+        puts(zero ? " zeroes\n" : " data\n");
+    }
+}
+
+/* A driver that does everything wrong, one thing at a time, on queue 0 of a device. */
+#define AQ_MAX 256
+struct aring {
+    struct vq_desc desc[AQ_MAX];
+    u8 avail[4096];
+    u8 used[4096];
+};
+static struct aring arings[3] __attribute__((aligned(4096)));
+static struct vq_desc aind[8] __attribute__((aligned(16)));
+static struct vq_desc aind2[4] __attribute__((aligned(16)));
+static u8 a_req[64] __attribute__((aligned(64)));
+static u8 a_data[4096] __attribute__((aligned(4096)));
+static volatile u8 a_status;
+static u64 ram_end;
+
+enum { ABLK, ARNG, AP9 };
+static const char *const akind_name[] = { "blk", "rng", "9p" };
+
+struct adev {
+    int kind;
+    u8 slot;
+    u64 common, notify, devcfg;
+    u32 notify_mult;
+    u16 notify_off, qsize, avail_idx, used_seen;
+    struct aring *r;
+    u8 skew_avail, skew_used; /* misaligned rings: bytes past the aligned ring memory */
+};
+static struct adev adevs[3];
+static u64 a_avail(struct adev *d) { return (u64)d->r->avail + d->skew_avail; }
+static u64 a_used(struct adev *d) { return (u64)d->r->used + d->skew_used; }
+
+#define VIRTQ_DESC_F_INDIRECT 4
+#define OUTSIDE_RAM 0x7f000000ULL
+
+static int a_caps(struct adev *d, u8 slot) {
+    d->slot = slot;
+    u64 bar = (conf_read(slot, 0x10) & ~0xfULL) | ((u64)conf_read(slot, 0x14) << 32);
+    for (u8 cap = conf_read(slot, 0x34) & 0xff; cap;) {
+        u32 w0 = conf_read(slot, cap);
+        if ((w0 & 0xff) == 0x09) {
+            u8 type = (w0 >> 24) & 0xff;
+            u64 addr = bar + conf_read(slot, cap + 8);
+            if (type == 1) d->common = addr;
+            else if (type == 2) { d->notify = addr; d->notify_mult = conf_read(slot, cap + 16); }
+            else if (type == 4) d->devcfg = addr;
+        }
+        cap = (w0 >> 8) & 0xff;
+    }
+    return d->common && d->notify && d->devcfg;
+}
+
+static void a_reset(struct adev *d) {
+    wr8(d->common + 0x14, 0);
+    memset(d->r->avail, 0, sizeof(d->r->avail));
+    memset(d->r->used, 0, sizeof(d->r->used));
+    d->avail_idx = d->used_seen = 0;
+    d->skew_avail = d->skew_used = 0;
+}
+
+/* Reset, acknowledge, negotiate VERSION_1 and INDIRECT_DESC (and FLUSH for disks). */
+static int a_begin(struct adev *d) {
+    u64 c = d->common;
+    a_reset(d);
+    wr8(c + 0x14, 1 | 2);
+    wr32(c + 0x00, 0);
+    u64 f = rd32(c + 0x04);
+    wr32(c + 0x00, 1);
+    f |= (u64)rd32(c + 0x04) << 32;
+    u64 want = f & ((1ULL << 32) | (1ULL << 28) | (1 << 9));
+    wr32(c + 0x08, 0);
+    wr32(c + 0x0c, (u32)want);
+    wr32(c + 0x08, 1);
+    wr32(c + 0x0c, (u32)(want >> 32));
+    wr16(c + 0x10, 0xffff);
+    wr8(c + 0x14, 1 | 2 | 8);
+    return (rd8(c + 0x14) & 8) != 0;
+}
+
+/* Queue 0: size (0 keeps the device's), ring addresses, enable. Returns the size read back. */
+static u16 a_queue(struct adev *d, u16 size, u64 desc, u64 avail, u64 used, int enable) {
+    u64 c = d->common;
+    wr16(c + 0x16, 0);
+    if (size) wr16(c + 0x18, size);
+    d->qsize = rd16(c + 0x18);
+    wr64(c + 0x20, desc);
+    wr64(c + 0x28, avail);
+    wr64(c + 0x30, used);
+    wr16(c + 0x1a, 0xffff); /* we poll */
+    d->notify_off = rd16(c + 0x1e);
+    if (enable) wr16(c + 0x1c, 1);
+    return d->qsize;
+}
+
+static u8 a_driver_ok(struct adev *d) {
+    wr8(d->common + 0x14, 1 | 2 | 4 | 8);
+    return rd8(d->common + 0x14);
+}
+
+static int a_setup(struct adev *d) {
+    if (!a_begin(d)) return 0;
+    a_queue(d, 16, (u64)d->r->desc, (u64)d->r->avail, (u64)d->r->used, 1);
+    return a_driver_ok(d) == 0xf;
+}
+
+static void a_publish(struct adev *d, u16 head) {
+    wr16(a_avail(d) + 4 + 2 * (u64)(d->avail_idx % d->qsize), head);
+    barrier();
+    d->avail_idx++;
+    wr16(a_avail(d) + 2, d->avail_idx);
+    barrier();
+}
+
+static void a_kick(struct adev *d) { wr16(d->notify + (u64)d->notify_off * d->notify_mult, 0); }
+
+/* Waits up to ms for the next used entry; returns 0 if none came. */
+static int a_wait(struct adev *d, u64 ms, u32 *len) {
+    u64 end = now_ns() + ms * 1000000ULL;
+    while (rd16(a_used(d) + 2) == d->used_seen) {
+        if (now_ns() > end) return 0;
+        cpu_relax();
+    }
+    barrier();
+    *len = rd32(a_used(d) + 4 + 8 * (u64)(d->used_seen % d->qsize) + 4);
+    d->used_seen++;
+    return 1;
+}
+
+/* The device's ordinary request, as descriptors 0..n-1 of table t; returns n. */
+static int a_good_chain(int kind, struct vq_desc *t) {
+    a_status = 0xee;
+    memset(a_data, 0, 512);
+    if (kind == ABLK) {
+        struct blk_req h = { 0, 0, 7 };
+        memcpy(a_req, &h, sizeof(h));
+        t[0] = (struct vq_desc){ (u64)a_req, 16, VIRTQ_DESC_F_NEXT, 1 };
+        t[1] = (struct vq_desc){ (u64)a_data, 512, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, 2 };
+        t[2] = (struct vq_desc){ (u64)&a_status, 1, VIRTQ_DESC_F_WRITE, 0 };
+        return 3;
+    }
+    if (kind == ARNG) {
+        t[0] = (struct vq_desc){ (u64)a_data, 64, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, 1 };
+        t[1] = (struct vq_desc){ (u64)a_data + 64, 64, VIRTQ_DESC_F_WRITE, 0 };
+        return 2;
+    }
+    /* Tversion: size[4] type[1]=100 tag[2]=0xffff msize[4]=8192 version[s]="9P2000.L" */
+    static const u8 tv[] = { 21, 0, 0, 0, 100, 0xff, 0xff, 0, 0x20, 0, 0, 8, 0, '9', 'P', '2', '0', '0', '0', '.', 'L' };
+    memcpy(a_req, tv, sizeof(tv));
+    t[0] = (struct vq_desc){ (u64)a_req, sizeof(tv), VIRTQ_DESC_F_NEXT, 1 };
+    t[1] = (struct vq_desc){ (u64)a_data, 4096, VIRTQ_DESC_F_WRITE, 0 };
+    return 2;
+}
+
+static int a_good_result(int kind, u32 len) {
+    if (kind == ABLK) return len == 513 && a_status == 0 && pattern_ok(a_data, 7, 1);
+    if (kind == ARNG) {
+        int nonzero = 0;
+        for (int i = 0; i < 128; i++) if (a_data[i]) nonzero = 1;
+        return len == 128 && nonzero;
+    }
+    return len >= 7 && a_data[4] == 101;
+}
+
+/* One ordinary request, answered correctly within 2 s. */
+static int a_serves(struct adev *d) {
+    a_good_chain(d->kind, d->r->desc);
+    a_publish(d, 0);
+    a_kick(d);
+    u32 len = 0;
+    return a_wait(d, 2000, &len) && a_good_result(d->kind, len);
+}
+
+static void a_report(struct adev *d, const char *attack, const char *outcome, int ok, int serving) {
+    puts("guest: attack ");
+    puts(akind_name[d->kind]);
+    putc(' ');
+    puts(attack);
+    puts(": ");
+    puts(outcome);
+    puts(serving ? ", device still serving" : ", DEVICE NOT SERVING");
+    puts(ok ? "\n" : " (UNEXPECTED)\n");
+    if (!ok) fail(attack);
+    if (!serving) fail("device serves after the attack");
+}
+
+enum {
+    M_LOOP, M_BADNEXT, M_OUTSIDE, M_WRAP, M_BIGLEN, M_4G,
+    M_IND_OK, M_IND_NESTED, M_IND_OUTSIDE, M_IND_ODDLEN, M_IND_HUGE, M_IND_LOOP, M_IND_WRAP,
+};
+static const char *const mutation_name[] = {
+    "descriptor loop", "next index beyond the queue", "buffer outside guest memory",
+    "buffer address + length wraps", "length beyond guest memory", "chain longer than 4 GiB",
+    "indirect table (well-formed)", "indirect table nested in an indirect table",
+    "indirect table outside guest memory", "indirect table length not a multiple of 16",
+    "indirect table of 4 GiB", "descriptor loop inside an indirect table",
+    "indirect table address wraps",
+};
+
+/* A malformed chain: the device must complete it with an error (disks: IOERR when there is a
+ * status byte to write, else length 0) and keep serving the queue. */
+static void a_chain_attack(struct adev *d, int m) {
+    struct vq_desc *t = d->r->desc;
+    int n;
+    if (m >= M_IND_OK) {
+        n = a_good_chain(d->kind, aind);
+        t[0] = (struct vq_desc){ (u64)aind, (u32)(n * 16), VIRTQ_DESC_F_INDIRECT, 0 };
+        if (m == M_IND_NESTED) {
+            aind2[0] = aind[0];
+            aind[0] = (struct vq_desc){ (u64)aind2, 16, VIRTQ_DESC_F_INDIRECT, 0 };
+        } else if (m == M_IND_OUTSIDE) t[0].addr = OUTSIDE_RAM;
+        else if (m == M_IND_ODDLEN) t[0].len = 40;
+        else if (m == M_IND_HUGE) t[0].len = 0xfffffff0u;
+        else if (m == M_IND_LOOP) { aind[n - 1].flags |= VIRTQ_DESC_F_NEXT; aind[n - 1].next = 0; }
+        else if (m == M_IND_WRAP) t[0].addr = 0xfffffffffffffff0ULL;
+    } else {
+        n = a_good_chain(d->kind, t);
+        if (m == M_LOOP) { t[n - 1].flags |= VIRTQ_DESC_F_NEXT; t[n - 1].next = 0; }
+        else if (m == M_BADNEXT) { t[n - 1].flags |= VIRTQ_DESC_F_NEXT; t[n - 1].next = 999; }
+        else if (m == M_OUTSIDE) t[0].addr = OUTSIDE_RAM;
+        else if (m == M_WRAP) t[0].addr = 0xfffffffffffffff8ULL;
+        else if (m == M_BIGLEN) t[0].len = 0x10000000u; /* 256 MiB: more than the guest has */
+        else if (m == M_4G) { t[0].len = 0x80000000u; t[1].len = 0x80000000u; }
+    }
+    a_publish(d, 0);
+    a_kick(d);
+    u32 len = 0xdead;
+    int done = a_wait(d, 2000, &len);
+    const char *outcome;
+    int ok;
+    /* Disks report IOERR when the status byte is reachable and the chain itself is sound. */
+    int ioerr = d->kind == ABLK && (m == M_OUTSIDE || m == M_WRAP || m == M_BIGLEN);
+    if (m == M_IND_OK) {
+        ok = done && a_good_result(d->kind, len);
+        outcome = "served normally";
+    } else if (ioerr) {
+        ok = done && len == 1 && a_status == 1;
+        outcome = "completed with status IOERR";
+    } else {
+        ok = done && len == 0 && a_status == 0xee;
+        outcome = "completed with length 0, nothing written";
+    }
+    if (!done) outcome = "no completion";
+    a_report(d, mutation_name[m], outcome, ok, a_serves(d));
+}
+
+/* Attacks on the ring and the transport. Each leaves the device reset and set up again. */
+static void a_ring_attacks(struct adev *d) {
+    u32 len;
+    u16 max;
+    u8 st;
+    int ok;
+
+    /* The avail index jumps far ahead of what was published, or back (wrapping to 0xffff). */
+    for (int back = 0; back < 2; back++) {
+        a_setup(d);
+        a_good_chain(d->kind, d->r->desc);
+        wr16((u64)d->r->avail + 2, back ? (u16)(d->avail_idx - 1) : (u16)(d->avail_idx + 1000));
+        a_kick(d);
+        ok = !a_wait(d, 300, &len);
+        /* Published properly now: still nothing until the driver resets the device. */
+        wr16((u64)d->r->avail + 4, 0);
+        wr16((u64)d->r->avail + 2, 1);
+        a_kick(d);
+        ok = ok && !a_wait(d, 300, &len);
+        a_setup(d);
+        a_report(d, back ? "avail index moved backwards (wrapped)" : "avail index 1000 ahead",
+                 "no completion, queue stopped until reset", ok, a_serves(d));
+    }
+
+    /* Rings at odd addresses (the spec wants 2 and 4 byte alignment). */
+    for (int used = 0; used < 2; used++) {
+        a_begin(d);
+        if (used) d->skew_used = 1; else d->skew_avail = 1;
+        a_queue(d, 16, (u64)d->r->desc, a_avail(d), a_used(d), 1);
+        st = a_driver_ok(d);
+        a_good_chain(d->kind, d->r->desc);
+        a_publish(d, 0);
+        a_kick(d);
+        ok = (st == 0xf || st == 0x4f) && !a_wait(d, 300, &len);
+        a_setup(d);
+        a_report(d, used ? "used ring misaligned" : "avail ring misaligned",
+                 "no completion, queue stopped until reset", ok, a_serves(d));
+    }
+
+    /* A queue size that is not a power of two, written and then enabled. */
+    a_begin(d);
+    max = a_queue(d, 100, (u64)d->r->desc, (u64)d->r->avail, (u64)d->r->used, 1);
+    st = a_driver_ok(d);
+    ok = max != 100 && (max & (max - 1)) == 0 && max <= AQ_MAX && st == 0xf;
+    a_report(d, "queue size 100", "refused, size stays a power of two", ok, a_serves(d));
+
+    /* Notifications on a queue never set up, and on queue indexes that do not exist. */
+    a_reset(d);
+    a_kick(d);
+    wr16(d->notify + 5 * (u64)d->notify_mult, 5);
+    wr16(d->notify + 0x800, 0x1234);
+    wr16(d->notify + (u64)d->notify_off * d->notify_mult, 7);
+    a_begin(d);
+    wr16(d->common + 0x16, 7);
+    wr16(d->common + 0x18, 16);
+    wr16(d->common + 0x1c, 1);
+    ok = rd16(d->common + 0x18) == 0 && rd16(d->common + 0x1c) == 0;
+    a_queue(d, 16, (u64)d->r->desc, (u64)d->r->avail, (u64)d->r->used, 1);
+    /* Published and kicked before DRIVER_OK: not served yet. */
+    a_good_chain(d->kind, d->r->desc);
+    a_publish(d, 0);
+    a_kick(d);
+    ok = ok && !a_wait(d, 300, &len);
+    st = a_driver_ok(d);
+    a_kick(d);
+    ok = ok && st == 0xf && a_wait(d, 2000, &len) && a_good_result(d->kind, len);
+    a_report(d, "notifications before set-up and to queues that do not exist",
+             "ignored (served only after DRIVER_OK)", ok, a_serves(d));
+
+    /* DRIVER_OK with rings the device cannot use: NEEDS_RESET, notifications ignored. */
+    static const char *const bad_ring[] = {
+        "DRIVER_OK with the queue not enabled", "used ring outside guest memory",
+        "descriptor table outside guest memory", "avail ring across the end of guest memory",
+    };
+    for (int i = 0; i < 4; i++) {
+        u64 desc = (u64)d->r->desc, avail = (u64)d->r->avail, used = (u64)d->r->used;
+        if (i == 1) used = OUTSIDE_RAM;
+        if (i == 2) desc = OUTSIDE_RAM;
+        if (i == 3) avail = ram_end - 8;
+        a_begin(d);
+        a_queue(d, 16, desc, avail, used, i != 0);
+        st = a_driver_ok(d);
+        a_good_chain(d->kind, d->r->desc);
+        if (i != 3) a_publish(d, 0);
+        a_kick(d);
+        ok = st == (0xf | 0x40) && !a_wait(d, 300, &len);
+        a_setup(d);
+        a_report(d, bad_ring[i], "DEVICE_NEEDS_RESET, nothing served", ok, a_serves(d));
+    }
+}
+
+static void attack_device(struct adev *d) {
+    if (!a_setup(d)) { fail("attack: device set-up"); return; }
+    CHECK(a_serves(d), "attack: device serves before the attacks");
+    for (int m = M_LOOP; m <= M_IND_WRAP; m++) a_chain_attack(d, m);
+    a_ring_attacks(d);
+}
+
+/* Net: malformed transmit chains are dropped (used length 0) and the queue keeps going; then
+ * the receive avail index runs away while the host sends frames. */
+static void attack_net(void) {
+    struct ndev *d = &ndevs[0];
+    if (!nnets) { fail("attack: no NIC"); return; }
+    if (!net_init(d)) return;
+    struct vq *q = &d->q[1];
+    static const char *const what[] = { "descriptor loop", "buffer outside guest memory",
+                                        "buffer address + length wraps", "chain longer than 4 GiB" };
+    u32 id, len;
+    for (int m = 0; m < 4; m++) {
+        memset(d->tx, 0, 72);
+        q->desc[0] = (struct vq_desc){ (u64)d->tx, 12, VIRTQ_DESC_F_NEXT, 1 };
+        q->desc[1] = (struct vq_desc){ (u64)d->tx + 12, 60, 0, 0 };
+        if (m == 0) { q->desc[1].flags = VIRTQ_DESC_F_NEXT; q->desc[1].next = 0; }
+        if (m == 1) q->desc[1].addr = OUTSIDE_RAM;
+        if (m == 2) q->desc[1].addr = 0xfffffffffffffff8ULL;
+        if (m == 3) { q->desc[0].len = 0x80000000u; q->desc[1].len = 0x80000000u; }
+        net_publish(d, 1, 0);
+        net_kick(d, 1);
+        int ok = net_used(d, 1, &id, &len) && len == 0;
+        puts("guest: attack net tx ");
+        puts(what[m]);
+        puts(ok ? ": dropped, completed with length 0\n" : ": (UNEXPECTED)\n");
+        if (!ok) fail(what[m]);
+    }
+    /* No receive buffers, but an avail index 1000 ahead. */
+    d->q[0].avail.idx = 1000;
+    barrier();
+    net_kick(d, 0);
+    puts("guest: attack net rx avail index 1000 ahead: armed, waiting for frames\n");
+    delay_us(option_num("net_wait_ms", 3000) * 1000);
+    puts("guest: attack net rx avail index 1000 ahead: waited\n");
+}
+
+static void attack(struct hvm_start_info *si) {
+    struct hvm_memmap_entry { u64 addr, size; u32 type, reserved; };
+    if (si && si->memmap_paddr) {
+        struct hvm_memmap_entry *m = (struct hvm_memmap_entry *)si->memmap_paddr;
+        for (u32 i = 0; i < si->memmap_entries; i++)
+            if (m[i].type == 1 && m[i].addr + m[i].size > ram_end && m[i].addr + m[i].size <= 0xc0000000ULL)
+                ram_end = m[i].addr + m[i].size;
+    }
+    if (!ram_end) { fail("attack: no RAM in the memory map"); return; }
+    static const u32 ids[3] = { 0x10421af4, 0x10441af4, 0x10491af4 };
+    for (int k = 0; k < 3; k++) {
+        struct adev *d = &adevs[k];
+        d->kind = k;
+        d->r = &arings[k];
+        u8 slot = 0xff;
+        for (u8 dev = 0; dev < 32 && slot == 0xff; dev++)
+            if (conf_read(dev, 0) == ids[k]) slot = dev;
+        if (slot == 0xff) {
+            puts("guest: attack: no ");
+            puts(akind_name[k]);
+            puts(" device, skipped\n");
+            continue;
+        }
+        if (!a_caps(d, slot)) { fail("attack: virtio capabilities"); continue; }
+        attack_device(d);
+    }
+    if (option("attack_net")) attack_net();
+    /* Leave the attacked disk with a stopped queue, then use the second disk. */
+    if (adevs[0].r) {
+        struct adev *d = &adevs[0];
+        a_setup(d);
+        wr16((u64)d->r->avail + 2, 1000);
+        a_kick(d);
+    }
+    if (ndisks < 2) { fail("attack: no second disk"); return; }
+    struct vdev *d1 = &vdevs[1];
+    if (!virtio_init(d1, 1)) return;
+    u64 cap = disk_capacity(d1);
+    int good = 1;
+    for (u64 s = 0; s < cap; s += 8) {
+        u32 n = cap - s < 8 ? (u32)(cap - s) : 8;
+        if (blk_request(d1, 0, s, d1->buf, n * 512, 1, 0) != 0 || !pattern_ok(d1->buf, s, n)) { good = 0; break; }
+    }
+    CHECK(good, "attack: second disk reads correctly");
+    if (good) {
+        puts("guest: second disk reads correctly after the attacks (");
+        put_dec(cap);
+        puts(" sectors)\n");
+    }
+}
+
+static void issue7_modes(struct hvm_start_info *si) {
+    if (!option("blkstream") && !option("blkfull") && !option("attack")) return;
+    clock_init();
+    setup_interrupts();
+    struct acpi_info ai;
+    check_acpi(si, &ai);
+    scan_pci(ai.ecam);
+    if (option("blkstream")) blk_stream();
+    if (option("blkfull")) blk_full();
+    if (option("attack")) attack(si);
+    if (option("hold")) {
+        puts(failures ? "guest: FAILED\n" : "guest: PASS\n");
+        wait_for_power_button(si);
+    }
+    puts(failures ? "guest: FAILED\n" : "guest: PASS\n");
+    guest_exit(failures ? 1 : 0);
+}
+
 void guest_main(struct hvm_start_info *si) {
     if (si && si->magic == 0x336ec578 && si->cmdline_paddr) cmdline = (const char *)si->cmdline_paddr;
     puts("guest: hello, cmdline '");
@@ -1433,6 +1985,7 @@ void guest_main(struct hvm_start_info *si) {
     }
     if (option("poweroff")) power_off(si);
     issue5_modes(si);
+    issue7_modes(si);
 
     setup_interrupts();
     struct hvm_memmap_entry { u64 addr, size; u32 type, reserved; };

@@ -108,13 +108,19 @@ impl Finished {
 
 impl Running {
     pub fn spawn(args: &[&str], stdin: Stdio) -> Running {
-        let mut child = Command::new(vmm_bin())
-            .args(args)
-            .stdin(stdin)
+        let mut cmd = Command::new(vmm_bin());
+        cmd.args(args).stdin(stdin);
+        Running::spawn_command(cmd)
+    }
+
+    /// Runs `cmd` (the vmm behind a wrapper such as `unshare` or `ip netns exec`), collecting
+    /// its output like [`Running::spawn`].
+    pub fn spawn_command(mut cmd: Command) -> Running {
+        let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("start vmm");
+            .unwrap_or_else(|e| panic!("start {cmd:?}: {e}"));
         let out = Arc::new(Mutex::new(Vec::new()));
         let err = Arc::new(Mutex::new(Vec::new()));
         let readers = vec![

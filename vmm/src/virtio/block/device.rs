@@ -15,6 +15,7 @@ use super::io::{DiskError, DiskFile, execute};
 use super::request::{MAX_RANGE_SECTORS, MAX_RANGES, parse};
 use crate::config::DiskConfig;
 use crate::memory::GuestMemoryMmap;
+use crate::virtio::queue_server::avail_fault;
 use crate::virtio::{
     ActivateContext, ActivateError, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
     VIRTIO_RING_F_INDIRECT_DESC, VirtioDevice, VirtioInterrupt, VirtioInterruptType,
@@ -104,6 +105,11 @@ impl Block {
         let read_only = self.disk.read_only();
         let capacity = self.disk.sectors();
         loop {
+            if let Some(why) = avail_fault(&active.queue, &active.mem) {
+                tracing::warn!("disk {}: {why}", self.disk.path().display());
+                self.broken = true;
+                break;
+            }
             if let Err(e) = active.queue.disable_notification(&active.mem) {
                 tracing::warn!("disk {}: queue unusable: {e}", self.disk.path().display());
                 self.broken = true;
@@ -433,6 +439,15 @@ mod tests {
         activate(&mut f, &q);
         q.set_avail_idx(1000);
         assert_eq!(f.block.process_queue(), 0);
+        assert!(f.block.broken, "a runaway avail index stops the queue");
+        // Going backwards wraps to a huge distance: the same.
+        let q1 = TestQueue::new(&mem, 16);
+        f.block.reset();
+        activate(&mut f, &q1);
+        let mut q1 = q1;
+        q1.set_avail_idx(u16::MAX);
+        assert_eq!(f.block.process_queue(), 0);
+        assert!(f.block.broken);
         // Head indexes beyond the queue size are refused by virtio-queue.
         let mut q2 = TestQueue::new(&mem, 16);
         f.block.reset();

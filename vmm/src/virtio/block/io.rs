@@ -11,6 +11,7 @@ use virtio_bindings::virtio_blk::{
 use vm_memory::Bytes;
 use vmm_sys_util::fallocate::{FallocateMode, fallocate};
 
+use super::error_log::ErrorLog;
 use super::request::{Request, RequestKind, SECTOR_SHIFT, SectorRange};
 use crate::memory::GuestMemoryMmap;
 
@@ -33,6 +34,15 @@ pub struct DiskFile {
     path: PathBuf,
     sectors: u64,
     read_only: bool,
+    errors: ErrorLog,
+}
+
+/// Keeps the errno of a failed file access (ENOSPC, EIO) that guest memory's I/O wraps.
+fn file_error(e: vm_memory::GuestMemoryError) -> std::io::Error {
+    match e {
+        vm_memory::GuestMemoryError::IOError(e) => e,
+        e => std::io::Error::other(e.to_string()),
+    }
 }
 
 impl DiskFile {
@@ -83,6 +93,7 @@ impl DiskFile {
             path: path.to_owned(),
             sectors,
             read_only,
+            errors: ErrorLog::default(),
         })
     }
 
@@ -114,7 +125,7 @@ impl DiskFile {
         self.file.seek(SeekFrom::Start(sector << SECTOR_SHIFT))?;
         for seg in &req.data {
             mem.read_exact_volatile_from(seg.addr, &mut self.file, seg.len as usize)
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
+                .map_err(file_error)?;
         }
         Ok(())
     }
@@ -128,7 +139,7 @@ impl DiskFile {
         self.file.seek(SeekFrom::Start(sector << SECTOR_SHIFT))?;
         for seg in &req.data {
             mem.write_all_volatile_to(seg.addr, &mut self.file, seg.len as usize)
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
+                .map_err(file_error)?;
         }
         Ok(())
     }
@@ -179,36 +190,51 @@ pub fn execute(
     mem: &GuestMemoryMmap,
     id: Option<&[u8; VIRTIO_BLK_ID_BYTES as usize]>,
 ) -> Completion {
+    let (what, result) = run(req, disk, mem, id);
+    match result {
+        Ok(c) => {
+            disk.errors.succeeded(&disk.path, what);
+            c
+        }
+        Err(e) => {
+            disk.errors.failed(&disk.path, what, &e);
+            Completion {
+                status: VIRTIO_BLK_S_IOERR as u8,
+                written: 0,
+            }
+        }
+    }
+}
+
+/// Carries out the request; names the operation for the error log.
+fn run(
+    req: &Request,
+    disk: &mut DiskFile,
+    mem: &GuestMemoryMmap,
+    id: Option<&[u8; VIRTIO_BLK_ID_BYTES as usize]>,
+) -> (&'static str, std::io::Result<Completion>) {
     let ok = |written| Completion {
         status: VIRTIO_BLK_S_OK as u8,
         written,
     };
-    let ioerr = |what: &str, e: std::io::Error, disk: &DiskFile| {
-        tracing::warn!("disk {}: {what} failed: {e}", disk.path.display());
-        Completion {
-            status: VIRTIO_BLK_S_IOERR as u8,
-            written: 0,
-        }
-    };
     match &req.kind {
-        RequestKind::In { sector } => match disk.read_into(mem, *sector, req) {
-            Ok(()) => ok(req.data_len),
-            Err(e) => ioerr("read", e, disk),
-        },
-        RequestKind::Out { sector } => match disk.write_from(mem, *sector, req) {
-            Ok(()) => ok(0),
-            Err(e) => ioerr("write", e, disk),
-        },
-        RequestKind::Flush => match disk.flush() {
-            Ok(()) => ok(0),
-            Err(e) => ioerr("flush", e, disk),
-        },
+        RequestKind::In { sector } => (
+            "read",
+            disk.read_into(mem, *sector, req).map(|()| ok(req.data_len)),
+        ),
+        RequestKind::Out { sector } => {
+            ("write", disk.write_from(mem, *sector, req).map(|()| ok(0)))
+        }
+        RequestKind::Flush => ("flush", disk.flush().map(|()| ok(0))),
         RequestKind::GetId => {
             let Some(id) = id else {
-                return Completion {
-                    status: VIRTIO_BLK_S_UNSUPP as u8,
-                    written: 0,
-                };
+                return (
+                    "get-id",
+                    Ok(Completion {
+                        status: VIRTIO_BLK_S_UNSUPP as u8,
+                        written: 0,
+                    }),
+                );
             };
             let mut written = 0u32;
             for seg in &req.data {
@@ -218,20 +244,16 @@ pub fn execute(
                 }
                 let n = (seg.len as usize).min(id.len() - start);
                 if let Err(e) = mem.write_slice(&id[start..start + n], seg.addr) {
-                    return ioerr("get-id", std::io::Error::other(e.to_string()), disk);
+                    return ("get-id", Err(std::io::Error::other(e.to_string())));
                 }
                 written += n as u32;
             }
-            ok(written)
+            ("get-id", Ok(ok(written)))
         }
-        RequestKind::Discard(ranges) => match disk.punch(ranges, false) {
-            Ok(()) => ok(0),
-            Err(e) => ioerr("discard", e, disk),
-        },
-        RequestKind::WriteZeroes(ranges) => match disk.punch(ranges, true) {
-            Ok(()) => ok(0),
-            Err(e) => ioerr("write-zeroes", e, disk),
-        },
+        RequestKind::Discard(ranges) => ("discard", disk.punch(ranges, false).map(|()| ok(0))),
+        RequestKind::WriteZeroes(ranges) => {
+            ("write-zeroes", disk.punch(ranges, true).map(|()| ok(0)))
+        }
     }
 }
 
@@ -380,6 +402,30 @@ mod tests {
             DiskFile::open(f.path(), false),
             Err(DiskError::Locked(_))
         ));
+    }
+
+    #[test]
+    fn failed_writes_keep_their_errno_and_are_logged_once() {
+        // A write the host refuses (here: the image is open read-only, EBADF) gives the guest
+        // IOERR, and the log keeps the errno (ENOSPC on a full filesystem) and counts repeats.
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), [7u8; 4096]).unwrap();
+        let mut d = DiskFile::open(f.path(), true).unwrap();
+        let m = mem();
+        let r = req(
+            RequestKind::Out { sector: 1 },
+            vec![Segment {
+                addr: GuestAddress(0x2000),
+                len: 512,
+            }],
+        );
+        let e = d.write_from(&m, 1, &r).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EBADF), "{e}");
+        for _ in 0..5 {
+            assert_eq!(execute(&r, &mut d, &m, None).status, 1);
+        }
+        assert_eq!(d.errors.repeats("write"), 4);
+        assert_eq!(std::fs::read(f.path()).unwrap(), vec![7u8; 4096]);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! loop), the request parser, the I/O backend, and the event-loop wiring.
 
 pub mod device;
+pub mod error_log;
 pub mod event_handler;
 pub mod io;
 pub mod request;

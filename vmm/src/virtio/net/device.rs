@@ -29,6 +29,7 @@ use super::rx::{Delivery, RxQueue, publish};
 use super::tx;
 use crate::memory::GuestMemoryMmap;
 use crate::net::{Backend, BackendError, MacAddr, SendStatus};
+use crate::virtio::queue_server::avail_fault;
 use crate::virtio::{
     ActivateContext, ActivateError, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX,
     VIRTIO_RING_F_INDIRECT_DESC, VirtioDevice, VirtioInterrupt, VirtioInterruptType,
@@ -293,7 +294,13 @@ impl Net {
                     // Ask for a kick when buffers arrive; some may have arrived just now, and
                     // then `deliver` takes them (each retry takes at least one chain).
                     match a.rx.enable_notification(&a.mem) {
-                        Ok(true) => continue,
+                        Ok(true) => match avail_fault(&a.rx, &a.mem) {
+                            None => continue,
+                            Some(why) => {
+                                tracing::warn!("{}: receive queue: {why}", self.name);
+                                a.rx_broken = true;
+                            }
+                        },
                         Ok(false) => {}
                         Err(e) => {
                             tracing::warn!("{}: receive queue unusable: {e}", self.name);
@@ -340,6 +347,11 @@ impl Net {
         let mut progress = TxProgress::Done;
         let mut closed = None;
         'outer: loop {
+            if let Some(why) = avail_fault(&a.tx, &a.mem) {
+                tracing::warn!("{}: transmit queue: {why}", self.name);
+                a.tx_broken = true;
+                break;
+            }
             if let Err(e) = a.tx.disable_notification(&a.mem) {
                 tracing::warn!("{}: transmit queue unusable: {e}", self.name);
                 a.tx_broken = true;
@@ -892,6 +904,32 @@ mod tests {
             "third frame parked again"
         );
         assert_eq!(f.net.stats().rx_dropped, 0);
+    }
+
+    /// A malicious guest moves the RX avail index far ahead of what it posted while a frame
+    /// waits: virtio-queue yields no chain yet reports more work, and the receive loop used
+    /// to retry forever on the device thread (stalling every device). Now the queue stops.
+    #[test]
+    fn runaway_rx_avail_index_stops_the_queue_instead_of_spinning() {
+        let mut f = fixture(0);
+        let mem: &'static GuestMemoryMmap = Box::leak(Box::new(f.mem.clone()));
+        let mut q = activate(&mut f, mem, VIRTIO_F_VERSION_1);
+        q.rx.set_avail_idx(1000);
+        f.shared
+            .lock()
+            .unwrap()
+            .inbound
+            .push_back(eth_frame(100, 1));
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            f.net.process_rx();
+            let broken = f.net.active.as_ref().is_some_and(|a| a.rx_broken);
+            let _ = done.send(broken);
+        });
+        let broken = finished
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("process_rx with a runaway avail index did not return (spins)");
+        assert!(broken, "the receive queue is marked broken");
     }
 
     #[test]
