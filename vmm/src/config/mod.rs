@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use keyvalue::KeyValues;
 pub use net::NetConfig;
 pub use share::{DEFAULT_SHUTDOWN_TIMEOUT_SECS, RngMode, ShareConfig};
+pub use crate::seccomp::SeccompMode;
 
 /// Most vCPUs a VM may have: APIC IDs are 8 bits, 0xff is broadcast and the IOAPIC takes one.
 pub const MAX_CPUS: u8 = 254;
@@ -104,6 +105,8 @@ pub struct VmConfig {
     /// Unix socket for the JSON control API.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_socket: Option<PathBuf>,
+    /// Per-thread seccomp filters: `on` (default), `log` or `off`.
+    pub seccomp: SeccompMode,
 }
 
 impl Default for VmConfig {
@@ -123,6 +126,7 @@ impl Default for VmConfig {
             rng: RngMode::On,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT_SECS,
             api_socket: None,
+            seccomp: SeccompMode::On,
         }
     }
 }

@@ -108,8 +108,14 @@ impl Finished {
 
 impl Running {
     pub fn spawn(args: &[&str], stdin: Stdio) -> Running {
-        let mut child = Command::new(vmm_bin())
-            .args(args)
+        let mut cmd = Command::new(vmm_bin());
+        cmd.args(args);
+        Running::spawn_command(cmd, stdin)
+    }
+
+    /// Runs `cmd`, which must end up exec-ing the VMM (a wrapper such as setpriv).
+    pub fn spawn_command(mut cmd: Command, stdin: Stdio) -> Running {
+        let mut child = cmd
             .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -36,7 +36,8 @@ pub struct P9 {
     root: PathBuf,
     readonly: bool,
     config: Vec<u8>,
-    server: ShareServer,
+    /// None after a reset until the next request.
+    server: Option<ShareServer>,
     active: Option<ActiveQueue>,
     requests: u64,
 }
@@ -68,7 +69,7 @@ impl P9 {
             root,
             readonly: cfg.readonly,
             config,
-            server,
+            server: Some(server),
             active: None,
             requests: 0,
         })
@@ -136,9 +137,23 @@ impl QueueDevice for P9 {
             active,
             tag,
             requests,
+            root,
+            readonly,
             ..
         } = self;
         let Some(active) = active.as_mut() else {
+            return 0;
+        };
+        if server.is_none() {
+            match ShareServer::new(root, *readonly) {
+                Ok(s) => *server = Some(s),
+                Err(e) => {
+                    tracing::warn!("share {tag}: cannot restart the 9P server: {e}");
+                    return 0;
+                }
+            }
+        }
+        let Some(server) = server.as_mut() else {
             return 0;
         };
         let what = format!("share {tag}");
@@ -190,11 +205,9 @@ impl VirtioDevice for P9 {
     fn reset(&mut self) {
         self.active = None;
         // A new driver starts with Tversion, which drops every fid; dropping the server
-        // now closes the descriptors at once.
-        match ShareServer::new(&self.root, self.readonly) {
-            Ok(s) => self.server = s,
-            Err(e) => tracing::warn!("share {}: cannot restart the 9P server: {e}", self.tag),
-        }
+        // now closes the descriptors at once. The new one (which opens /proc) is made by the
+        // next request, on the device thread: vCPUs, which run this, may open nothing.
+        self.server = None;
     }
 }
 
