@@ -571,8 +571,9 @@ fn frames_and_offloads_over_a_tap(user: Option<&Unprivileged>) {
 
 /// A user that is not root and has no capabilities, in a "kvm" group: the VMM runs as it
 /// through setpriv. Nothing on the host changes: the uid and gids are bare numbers (no
-/// /etc/passwd entry needed), and the group's `/dev/kvm` (a node like udev's, `root:kvm 0660`)
-/// is bind-mounted over `/dev/kvm` in a mount namespace of the VMM's own.
+/// /etc/passwd entry needed), and device nodes with a distribution's usual permissions
+/// (udev's `root:kvm 0660` for /dev/kvm, `0666` for /dev/net/tun; some containers have both
+/// 0600) are bind-mounted over the real ones in a mount namespace of the VMM's own.
 struct Unprivileged {
     uid: u32,
     gid: u32,
@@ -580,7 +581,6 @@ struct Unprivileged {
     /// Readable by the user: the VMM and the guest are copied here (the build tree or the
     /// cache may be under a home the user cannot enter), and the disk is the user's.
     dir: tempfile::TempDir,
-    kvm_node: std::path::PathBuf,
 }
 
 impl Unprivileged {
@@ -595,20 +595,24 @@ impl Unprivileged {
         let disk = dir.path().join("disk.img");
         common::pattern_disk(&disk, 1 << 20);
         std::os::unix::fs::chown(&disk, Some(uid), Some(gid)).unwrap();
-        let rdev = std::fs::metadata("/dev/kvm").unwrap().rdev();
-        let kvm_node = dir.path().join("kvm");
-        let c = CString::new(kvm_node.to_str().unwrap()).unwrap();
-        // SAFETY: mknod with a valid path; the device number is /dev/kvm's own.
-        let r = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o660, rdev) };
-        assert_eq!(r, 0, "mknod: {}", std::io::Error::last_os_error());
-        std::os::unix::fs::chown(&kvm_node, Some(0), Some(kvm_gid)).unwrap();
-        std::fs::set_permissions(&kvm_node, std::fs::Permissions::from_mode(0o660)).unwrap();
+        for (real, node, group, mode) in [
+            ("/dev/kvm", "kvm", kvm_gid, 0o660),
+            ("/dev/net/tun", "tun", 0, 0o666),
+        ] {
+            let rdev = std::fs::metadata(real).unwrap().rdev();
+            let path = dir.path().join(node);
+            let c = CString::new(path.to_str().unwrap()).unwrap();
+            // SAFETY: mknod with a valid path; the device number is the real node's own.
+            let r = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | mode, rdev) };
+            assert_eq!(r, 0, "mknod: {}", std::io::Error::last_os_error());
+            std::os::unix::fs::chown(&path, Some(0), Some(group)).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
         Unprivileged {
             uid,
             gid,
             kvm_gid,
             dir,
-            kvm_node,
         }
     }
 
@@ -628,12 +632,13 @@ impl Unprivileged {
         } else {
             "--clear-groups".to_owned()
         };
-        let script = r#"mount --bind "$0" /dev/kvm && u=$1 g=$2 groups=$3 && shift 3 &&
+        let script = r#"mount --bind "$0/kvm" /dev/kvm && mount --bind "$0/tun" /dev/net/tun &&
+            u=$1 g=$2 groups=$3 && shift 3 &&
             exec setpriv --reuid="$u" --regid="$g" "$groups" --inh-caps=-all \
                 --bounding-set=-all -- "$@""#;
         let mut c = Command::new("unshare");
         c.args(["--mount", "--propagation", "private", "--", "sh", "-c", script])
-            .arg(&self.kvm_node)
+            .arg(self.dir.path())
             .args([self.uid.to_string(), self.gid.to_string(), groups])
             .arg(self.dir.path().join("vmm"))
             .args(args);
