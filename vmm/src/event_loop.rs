@@ -29,7 +29,11 @@ impl DeviceEventLoop {
 
     /// Runs the loop on its own thread until the process exits; a failure of the loop itself
     /// stops the VM with a VMM error.
-    pub fn spawn(mut self, exit: ExitNotifier, start: ThreadStart) -> std::io::Result<JoinHandle<()>> {
+    pub fn spawn(
+        mut self,
+        exit: ExitNotifier,
+        start: ThreadStart,
+    ) -> std::io::Result<JoinHandle<()>> {
         std::thread::Builder::new()
             .name("vmm-io".to_owned())
             .spawn(move || {

@@ -465,7 +465,9 @@ fn frames_and_offloads_over_a_tap(user: Option<&Unprivileged>) {
                 "--cmdline",
                 "net",
             ]);
-            Vm(Some(ns.enter(|| Running::spawn_command(cmd, Stdio::null()))))
+            Vm(Some(
+                ns.enter(|| Running::spawn_command(cmd, Stdio::null())),
+            ))
         }
     };
 
@@ -637,11 +639,19 @@ impl Unprivileged {
             exec setpriv --reuid="$u" --regid="$g" "$groups" --inh-caps=-all \
                 --bounding-set=-all -- "$@""#;
         let mut c = Command::new("unshare");
-        c.args(["--mount", "--propagation", "private", "--", "sh", "-c", script])
-            .arg(self.dir.path())
-            .args([self.uid.to_string(), self.gid.to_string(), groups])
-            .arg(self.dir.path().join("vmm"))
-            .args(args);
+        c.args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+        .arg(self.dir.path())
+        .args([self.uid.to_string(), self.gid.to_string(), groups])
+        .arg(self.dir.path().join("vmm"))
+        .args(args);
         c
     }
 
@@ -684,7 +694,11 @@ fn an_unprivileged_user_in_the_kvm_group_runs_a_vm_with_a_disk_and_a_pre_created
     cmd.stdin(Stdio::null());
     let r = Running::spawn_command(cmd, Stdio::null()).wait(Duration::from_secs(60));
     assert_eq!(r.code(), Some(32), "{}", r.dump());
-    for line in ["guest: disk0 id=user-disk", "guest: disk0 done", "guest: PASS"] {
+    for line in [
+        "guest: disk0 id=user-disk",
+        "guest: disk0 done",
+        "guest: PASS",
+    ] {
         assert!(r.stdout.contains(line), "missing '{line}'\n{}", r.dump());
     }
     let data = std::fs::read(user.disk()).unwrap();

@@ -50,7 +50,11 @@ fn act(action: &str) -> String {
         }
         "openat" => {
             let fd = unsafe { libc::openat(libc::AT_FDCWD, c"/dev/null".as_ptr(), libc::O_RDONLY) };
-            assert!(fd >= 0, "openat failed: {}", std::io::Error::last_os_error());
+            assert!(
+                fd >= 0,
+                "openat failed: {}",
+                std::io::Error::last_os_error()
+            );
             format!("opened {fd}")
         }
         "mmap-exec" => {
@@ -110,12 +114,16 @@ fn seccomp_child() {
 
 /// Runs [`seccomp_child`] in a new process with the filter of `kind` in `mode`, doing `action`.
 fn run_child(kind: &str, mode: &str, action: &str) -> Output {
-    let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "seccomp_child", "--nocapture", "--test-threads=1"])
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "seccomp_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, format!("{kind} {mode} {action}"))
         .output()
-        .unwrap();
-    out
+        .unwrap()
 }
 
 fn assert_killed(kind: &str, action: &str) {

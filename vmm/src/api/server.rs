@@ -91,7 +91,11 @@ impl ApiServer {
 
     /// Starts the acceptor thread. It installs the API seccomp filter first; the threads it
     /// starts for clients inherit it.
-    pub fn start(listener: UnixListener, ctx: ApiContext, start: ThreadStart) -> std::io::Result<()> {
+    pub fn start(
+        listener: UnixListener,
+        ctx: ApiContext,
+        start: ThreadStart,
+    ) -> std::io::Result<()> {
         let ctx = Arc::new(ctx);
         std::thread::Builder::new()
             .name("vmm-api".to_owned())

@@ -12,10 +12,10 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::seccomp::SeccompMode;
 use keyvalue::KeyValues;
 pub use net::NetConfig;
 pub use share::{DEFAULT_SHUTDOWN_TIMEOUT_SECS, RngMode, ShareConfig};
-pub use crate::seccomp::SeccompMode;
 
 /// Most vCPUs a VM may have: APIC IDs are 8 bits, 0xff is broadcast and the IOAPIC takes one.
 pub const MAX_CPUS: u8 = 254;

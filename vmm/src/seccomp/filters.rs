@@ -124,6 +124,7 @@ fn common(r: &mut Rules) -> Result<(), BackendError> {
         libc::SYS_sigaltstack,
         libc::SYS_restart_syscall,
         libc::SYS_write,
+        libc::SYS_writev,
         libc::SYS_close,
         libc::SYS_exit,
         libc::SYS_exit_group,
@@ -180,7 +181,6 @@ fn main_thread(r: &mut Rules, needs: &Needs) -> Result<(), BackendError> {
 /// socket), eventfd writes, MSI routes and doorbells moved by the guest, register dumps on a
 /// crash, and the TAP offloads when a NIC's driver starts or resets.
 fn vcpu_thread(r: &mut Rules, needs: &Needs) -> Result<(), BackendError> {
-    r.allow(&[libc::SYS_writev]);
     r.ioctls(&[
         KVM_RUN(),
         KVM_GET_REGS(),
@@ -205,7 +205,6 @@ fn io_thread(r: &mut Rules, needs: &Needs) -> Result<(), BackendError> {
         libc::SYS_epoll_ctl,
         libc::SYS_read,
         libc::SYS_readv,
-        libc::SYS_writev,
         libc::SYS_recvfrom,
         libc::SYS_recvmsg,
         libc::SYS_sendmsg,
@@ -256,7 +255,6 @@ fn api_thread(r: &mut Rules) -> Result<(), BackendError> {
         libc::SYS_accept4,
         libc::SYS_read,
         libc::SYS_recvfrom,
-        libc::SYS_writev,
         libc::SYS_shutdown,
         libc::SYS_set_robust_list,
         libc::SYS_rseq,

@@ -265,7 +265,10 @@ mod tests {
                 for mode in [SeccompMode::On, SeccompMode::Log] {
                     let f = ThreadFilter::build(kind, mode, &needs).unwrap().unwrap();
                     assert!(f.programs.iter().all(|p| !p.is_empty()));
-                    assert_eq!(f.programs.len(), if kind == ThreadKind::Api { 2 } else { 1 });
+                    assert_eq!(
+                        f.programs.len(),
+                        if kind == ThreadKind::Api { 2 } else { 1 }
+                    );
                 }
                 assert!(
                     ThreadFilter::build(kind, SeccompMode::Off, &needs)
