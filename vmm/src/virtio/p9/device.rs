@@ -316,4 +316,45 @@ mod tests {
             t::GETATTR + 1
         );
     }
+
+    #[test]
+    fn a_reset_drops_the_fids_and_the_next_request_gets_a_new_server() {
+        let (_d, mut p9) = device(true);
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let serve = |p9: &mut P9, frames: &[Vec<u8>]| {
+            let mut q = TestQueue::new(&mem, 16);
+            p9.activate(ActivateContext {
+                mem: mem.clone(),
+                interrupt: Arc::new(Irq::default()),
+                queues: vec![q.queue()],
+                acked_features: VIRTIO_F_VERSION_1,
+            })
+            .unwrap();
+            for (i, f) in frames.iter().enumerate() {
+                let at = 0x10000 + i as u64 * 0x2000;
+                mem.write_slice(f, GuestAddress(at)).unwrap();
+                q.add_chain(&[(at, f.len() as u32, R), (at + 0x1000, 0x1000, W)]);
+            }
+            assert_eq!(p9.process_queue(0), frames.len());
+            // The last reply's type.
+            let at = 0x10000 + (frames.len() as u64 - 1) * 0x2000 + 0x1000;
+            mem.read_obj::<u8>(GuestAddress(at + 4)).unwrap()
+        };
+        let getattr = Frame::new(t::GETATTR, 3).u32(1).u64(0x7ff).done();
+        assert_eq!(
+            serve(&mut p9, &[version(8192), attach(1, 1), getattr.clone()]),
+            t::GETATTR + 1
+        );
+        // Reset runs on a vCPU thread, whose seccomp filter allows no open: the server (which
+        // opens /proc) is only dropped there.
+        p9.reset();
+        assert!(p9.server.is_none());
+        // Fid 1 is gone with the old server; the new one serves a new session.
+        assert_eq!(serve(&mut p9, &[getattr.clone()]), RLERROR);
+        assert!(p9.server.is_some());
+        assert_eq!(
+            serve(&mut p9, &[version(8192), attach(1, 1), getattr]),
+            t::GETATTR + 1
+        );
+    }
 }
