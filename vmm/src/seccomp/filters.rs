@@ -201,29 +201,27 @@ fn vcpu_thread(r: &mut Rules, needs: &Needs) -> Result<(), BackendError> {
 fn io_thread(r: &mut Rules, needs: &Needs) -> Result<(), BackendError> {
     r.allow(&[
         libc::SYS_epoll_wait,
-        libc::SYS_epoll_pwait,
         libc::SYS_epoll_ctl,
+        // Disks (lseek, then read or write), the TAP, the passt socket (recv, and writev for
+        // its length prefix and the frame), console input.
         libc::SYS_read,
-        libc::SYS_readv,
         libc::SYS_recvfrom,
-        libc::SYS_recvmsg,
-        libc::SYS_sendmsg,
         libc::SYS_lseek,
-        libc::SYS_pread64,
-        libc::SYS_pwrite64,
-        libc::SYS_preadv,
-        libc::SYS_pwritev,
         libc::SYS_fdatasync,
         libc::SYS_fsync,
+        // Discard and write-zeroes punch holes.
         libc::SYS_fallocate,
+        // The console socket's clients.
         libc::SYS_accept4,
         libc::SYS_shutdown,
-        libc::SYS_fstat,
     ]);
     r.ioctls(&[libc::FIONBIO as c_ulong])?;
     if needs.shares {
         r.allow(&[
             libc::SYS_openat,
+            libc::SYS_pread64,
+            libc::SYS_pwrite64,
+            libc::SYS_fstat,
             libc::SYS_newfstatat,
             libc::SYS_statx,
             libc::SYS_fstatfs,
@@ -261,7 +259,6 @@ fn api_thread(r: &mut Rules) -> Result<(), BackendError> {
         // Answered ENOSYS by the second program; allowed here so that program decides.
         libc::SYS_clone3,
     ]);
-    r.ioctls(&[libc::FIONBIO as c_ulong])?;
     let thread = libc::CLONE_THREAD as u64;
     r.allow_if(
         libc::SYS_clone,

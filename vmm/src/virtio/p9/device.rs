@@ -350,7 +350,7 @@ mod tests {
         p9.reset();
         assert!(p9.server.is_none());
         // Fid 1 is gone with the old server; the new one serves a new session.
-        assert_eq!(serve(&mut p9, &[getattr.clone()]), RLERROR);
+        assert_eq!(serve(&mut p9, std::slice::from_ref(&getattr)), RLERROR);
         assert!(p9.server.is_some());
         assert_eq!(
             serve(&mut p9, &[version(8192), attach(1, 1), getattr]),
