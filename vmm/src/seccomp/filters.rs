@@ -88,15 +88,9 @@ impl Rules {
     }
 }
 
+/// The VMM is x86-64 only (its boot code, CPUID and the system call numbers here).
 fn arch() -> TargetArch {
-    #[cfg(target_arch = "x86_64")]
-    {
-        TargetArch::x86_64
-    }
-    #[cfg(target_arch = "aarch64")]
-    {
-        TargetArch::aarch64
-    }
+    TargetArch::x86_64
 }
 
 /// What every thread does whatever its kind: allocate, lock, tell the time, log to stderr,
