@@ -1,15 +1,14 @@
 //! The device event loop thread ("vmm-io"): one epoll (event-manager) serving queue doorbells
 //! (ioeventfds), disk I/O and console input.
 //!
-//! Thread kind "device I/O" (for per-thread seccomp, issue 7). System calls: epoll_wait,
-//! epoll_ctl, read/write (eventfds, stdin, console socket, disk images), lseek, fdatasync,
-//! fallocate (discard / write-zeroes), accept4 (console socket), futex, and exit.
+//! Thread kind [`crate::seccomp::ThreadKind::Io`]: it installs its seccomp filter first thing.
 
 use std::thread::JoinHandle;
 
 use event_manager::{EventManager, MutEventSubscriber, SubscriberOps};
 
 use crate::exit::{ExitNotifier, VmExit};
+use crate::seccomp::ThreadStart;
 
 pub type Subscriber = Box<dyn MutEventSubscriber + Send>;
 
@@ -30,10 +29,17 @@ impl DeviceEventLoop {
 
     /// Runs the loop on its own thread until the process exits; a failure of the loop itself
     /// stops the VM with a VMM error.
-    pub fn spawn(mut self, exit: ExitNotifier) -> std::io::Result<JoinHandle<()>> {
+    pub fn spawn(
+        mut self,
+        exit: ExitNotifier,
+        start: ThreadStart,
+    ) -> std::io::Result<JoinHandle<()>> {
         std::thread::Builder::new()
             .name("vmm-io".to_owned())
             .spawn(move || {
+                if !start.install() {
+                    return;
+                }
                 loop {
                     // run() already retries on EINTR.
                     if let Err(e) = self.manager.run() {

@@ -20,6 +20,7 @@ pub mod layout;
 pub mod memory;
 pub mod net;
 pub mod pci;
+pub mod seccomp;
 pub mod shutdown;
 pub mod sync;
 pub mod virtio;

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+use vmm::config::SeccompMode;
 use vmm::config::cli::Cli;
 use vmm::exit::{STATUS_CONFIG_ERROR, STATUS_VMM_ERROR};
 
@@ -44,6 +45,22 @@ fn raise_fd_limit() {
     }
 }
 
+/// A panic's backtrace is resolved by reading the executable (getcwd, open), which the
+/// seccomp filters forbid: the thread would be killed with SIGSYS before the panic message
+/// came out. With `--seccomp on`, panics print their message without a trace.
+fn no_backtraces_under_seccomp(mode: SeccompMode) {
+    if mode != SeccompMode::On {
+        return;
+    }
+    for var in ["RUST_BACKTRACE", "RUST_LIB_BACKTRACE"] {
+        if std::env::var_os(var).is_some_and(|v| v != "0") {
+            tracing::info!("{var} ignored with --seccomp on; --seccomp log or off shows traces");
+        }
+        // SAFETY: called from main before any other thread exists.
+        unsafe { std::env::set_var(var, "0") };
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<i32> {
     let verbose = cli.verbose;
     let config = match cli.into_config() {
@@ -54,6 +71,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         }
     };
     init_logging(verbose, config.boot_marker.is_some());
+    no_backtraces_under_seccomp(config.seccomp);
     raise_fd_limit();
     let vm = vmm::Vmm::new(&config).context("cannot start the VM")?;
     let exit = vm.run().context("VM failed")?;

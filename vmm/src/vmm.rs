@@ -1,6 +1,6 @@
 //! Builds a VM from a [`VmConfig`] and runs it.
 //!
-//! Threads (each a distinct kind for per-thread seccomp filters later):
+//! Threads, each a distinct kind with its own seccomp filter ([`crate::seccomp`]):
 //! - main: builds everything, then waits for the first exit request, flushes disks, restores
 //!   the terminal and returns; the process then exits, ending the other threads.
 //! - `vcpuN`: one per vCPU, `KVM_RUN` and device emulation on I/O exits ([`crate::cpu::vcpu`]).
@@ -17,8 +17,8 @@
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::Receiver;
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Barrier, Mutex};
 
 use kvm_bindings::{KVM_PIT_SPEAKER_DUMMY, kvm_pit_config};
 use kvm_ioctls::{Cap, Kvm, VmFd};
@@ -48,6 +48,7 @@ use crate::layout::{self, ports};
 use crate::memory::{self, GuestMemoryMmap, MemoryError};
 use crate::pci::bus::PciError;
 use crate::pci::{PciConfigIo, PciConfigMmio, PciRoot};
+use crate::seccomp::{self, Needs, SeccompError, SeccompMode, ThreadKind, ThreadStart, VmFilters};
 use crate::sync::lock;
 use crate::virtio::block::io::DiskError;
 use crate::virtio::block::{Block, BlockEventHandler};
@@ -105,6 +106,8 @@ pub enum Error {
     Net(#[from] crate::net::NetError),
     #[error(transparent)]
     Devices(#[from] vmm_devices::DeviceError),
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
 }
 
 impl Error {
@@ -142,6 +145,9 @@ pub struct Vmm {
     _socket_path: Option<SocketPath>,
     /// passt processes of `--net user` NICs, killed when the VMM ends.
     _net_guards: Vec<crate::net::passt::PasstGuard>,
+    /// Each thread kind's seccomp filter, compiled before KVM is opened.
+    filters: VmFilters,
+    seccomp: SeccompMode,
 }
 
 /// Removes the console socket file when the VMM ends.
@@ -292,6 +298,7 @@ impl Vmm {
         // Everything the user can get wrong is checked before KVM is touched, so those
         // errors come out the same (status 2) on any host.
         config.validate()?;
+        let filters = VmFilters::build(config.seccomp, &Needs::for_config(config))?;
         let mut blocks = Vec::with_capacity(config.disks.len());
         for disk in &config.disks {
             blocks.push(Arc::new(Mutex::new(Block::new(disk)?)));
@@ -480,20 +487,40 @@ impl Vmm {
             _mem: mem,
             _socket_path: console.socket_path,
             _net_guards: net_guards,
+            filters,
+            seccomp: config.seccomp,
         })
     }
 
-    /// Starts the device thread and the vCPUs and waits until the VM ends.
+    /// Starts the device thread, the vCPUs and the API, installs every thread's seccomp
+    /// filter, and waits until the VM ends.
     pub fn run(mut self) -> Result<VmExit, Error> {
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let start = |kind| ThreadStart {
+            filter: self.filters.get(kind),
+            ready: ready_tx.clone(),
+        };
+        // The vCPUs enter the guest only once every filter, the main thread's too, is in place.
+        let go = Arc::new(Barrier::new(self.vcpus.len() + 1));
         if let Some(event_loop) = self.event_loop.take() {
             event_loop
-                .spawn(self.exit.clone())
+                .spawn(self.exit.clone(), start(ThreadKind::Io))
                 .map_err(|e| Error::EventLoop(e.to_string()))?;
         }
         for vcpu in self.vcpus.drain(..) {
-            vcpu.spawn()?;
+            vcpu.spawn(start(ThreadKind::Vcpu), go.clone())?;
         }
-        self.extra.start_api()?;
+        self.extra.start_api(start(ThreadKind::Api))?;
+        // Every thread drops its sender once it has reported, so this ends with the last one.
+        drop(ready_tx);
+        for installed in ready_rx {
+            installed?;
+        }
+        seccomp::install(self.filters.get(ThreadKind::Main).as_ref())?;
+        if self.filters.get(ThreadKind::Main).is_some() {
+            tracing::debug!("seccomp filters installed ({})", self.seccomp);
+        }
+        go.wait();
         let exit = vmm_devices::wait_for_exit(&self.exit_rx, &self.extra);
         for disk in &self.disks {
             let d = lock(disk);

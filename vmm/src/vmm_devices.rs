@@ -27,6 +27,7 @@ use crate::layout::{self, ports};
 use crate::memory::GuestMemoryMmap;
 use crate::pci::PciRoot;
 use crate::pci::bus::PciError;
+use crate::seccomp::ThreadStart;
 use crate::shutdown::{ShutdownController, SignalHandler};
 use crate::sync::lock;
 use crate::virtio::VirtioDevice;
@@ -282,10 +283,10 @@ impl ExtraDevices {
         Ok(())
     }
 
-    /// Starts serving the API socket (when the VM starts running).
-    pub fn start_api(&mut self) -> Result<(), DeviceError> {
+    /// Starts serving the API socket (when the VM starts running), if there is one.
+    pub fn start_api(&mut self, start: ThreadStart) -> Result<(), DeviceError> {
         if let (Some(listener), Some(ctx)) = (self.api_listener.take(), self.api.take()) {
-            ApiServer::start(listener, ctx).map_err(DeviceError::ApiThread)?;
+            ApiServer::start(listener, ctx, start).map_err(DeviceError::ApiThread)?;
         }
         Ok(())
     }

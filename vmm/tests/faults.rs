@@ -272,9 +272,8 @@ fn a_full_filesystem_gives_the_guest_io_errors_and_the_vmm_says_why_once() {
         .arg(format!("path={}", img.display()))
         .arg("--api-socket")
         .arg(&sock)
-        .args(["--cmdline", "blkfull hold"])
-        .stdin(Stdio::null());
-    let r = Running::spawn_command(cmd);
+        .args(["--cmdline", "blkfull hold"]);
+    let r = Running::spawn_command(cmd, Stdio::null());
     wait_for(&r, "guest: waiting for the power button");
     // The VMM is still up and answering after ~1500 failed writes.
     let st = api_call(&sock, r#"{"command":"status"}"#);
@@ -575,9 +574,8 @@ fn a_malicious_nic_driver_cannot_stall_the_device_thread() {
         .arg("--disk")
         .arg(format!("path={},readonly=on", second.display()))
         .args(["--net", &format!("tap={tap}")])
-        .args(["--cmdline", "attack attack_net net_wait_ms=3000"])
-        .stdin(Stdio::null());
-    let r = Running::spawn_command(cmd);
+        .args(["--cmdline", "attack attack_net net_wait_ms=3000"]);
+    let r = Running::spawn_command(cmd, Stdio::null());
     wait_for(&r, "armed, waiting for frames");
     // ARP requests for 10.97.0.2 go out of the TAP to the VMM, whose receive queue has a
     // runaway avail index: before the fix its receive loop spun on the one device thread,

@@ -99,7 +99,18 @@ impl NetNs {
 
     /// A TAP pre-created for the VMM, up, with the given MTU and no IPv6 chatter.
     fn tap(&self, name: &str, mtu: u32, bridge: Option<&str>) {
-        self.ip(&["tuntap", "add", "dev", name, "mode", "tap", "vnet_hdr"]);
+        self.tap_for(name, mtu, bridge, None);
+    }
+
+    /// The same, usable by the user `owner` (a uid) without privileges.
+    fn tap_for(&self, name: &str, mtu: u32, bridge: Option<&str>, owner: Option<u32>) {
+        let owner = owner.map(|uid| uid.to_string());
+        let mut args = vec!["tuntap", "add", "dev", name, "mode", "tap"];
+        if let Some(uid) = &owner {
+            args.extend(["user", uid]);
+        }
+        args.push("vnet_hdr");
+        self.ip(&args);
         self.ip(&["link", "set", name, "mtu", &mtu.to_string()]);
         if let Some(br) = bridge {
             self.ip(&["link", "set", name, "master", br]);
@@ -416,21 +427,49 @@ fn wait_for_line(r: &Running, what: &str, timeout: Duration) -> bool {
 #[test]
 #[ignore = "needs root, network namespaces, /dev/kvm and the test guest; run by scripts/test.sh"]
 fn test_guest_exchanges_frames_and_offloads_over_a_tap() {
-    let guest = test_guest();
-    let ns = NetNs::new("frames");
-    ns.tap("tap0", 9000, None);
+    frames_and_offloads_over_a_tap(None);
+}
+
+/// The test guest's `net` mode against a packet socket on the TAP; the VMM runs as `user`
+/// (with a disk too) when given.
+fn frames_and_offloads_over_a_tap(user: Option<&Unprivileged>) {
+    let ns = NetNs::new(if user.is_some() { "user" } else { "frames" });
+    ns.tap_for("tap0", 9000, None, user.map(|u| u.uid));
     let sock = ns.enter(|| PacketSocket::bind("tap0"));
     let net = format!("tap=tap0,mac={GUEST_MAC}");
-    let r = ns.vmm(&[
-        "--kernel",
-        guest.to_str().unwrap(),
-        "--memory",
-        "64",
-        "--net",
-        &net,
-        "--cmdline",
-        "net",
-    ]);
+    let r = match user {
+        None => {
+            let guest = test_guest();
+            ns.vmm(&[
+                "--kernel",
+                guest.to_str().unwrap(),
+                "--memory",
+                "64",
+                "--net",
+                &net,
+                "--cmdline",
+                "net",
+            ])
+        }
+        Some(u) => {
+            let disk = format!("path={}", u.disk().display());
+            let cmd = u.command(&[
+                "--kernel",
+                u.guest().to_str().unwrap(),
+                "--memory",
+                "64",
+                "--disk",
+                &disk,
+                "--net",
+                &net,
+                "--cmdline",
+                "net",
+            ]);
+            Vm(Some(
+                ns.enter(|| Running::spawn_command(cmd, Stdio::null())),
+            ))
+        }
+    };
 
     // From the guest: plain, partial checksum, GSO, then (after garbage) plain again.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -528,6 +567,160 @@ fn test_guest_exchanges_frames_and_offloads_over_a_tap() {
     ] {
         assert!(r.stdout.contains(line), "missing '{line}'\n{}", r.dump());
     }
+}
+
+// ---- an unprivileged VMM ----
+
+/// A user that is not root and has no capabilities, in a "kvm" group: the VMM runs as it
+/// through setpriv. Nothing on the host changes: the uid and gids are bare numbers (no
+/// /etc/passwd entry needed), and device nodes with a distribution's usual permissions
+/// (udev's `root:kvm 0660` for /dev/kvm, `0666` for /dev/net/tun; some containers have both
+/// 0600) are bind-mounted over the real ones in a mount namespace of the VMM's own.
+struct Unprivileged {
+    uid: u32,
+    gid: u32,
+    kvm_gid: u32,
+    /// Readable by the user: the VMM and the guest are copied here (the build tree or the
+    /// cache may be under a home the user cannot enter), and the disk is the user's.
+    dir: tempfile::TempDir,
+}
+
+impl Unprivileged {
+    fn new() -> Unprivileged {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let (uid, gid, kvm_gid) = (61234, 61234, 61235);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        for (from, to) in [(vmm_bin(), "vmm"), (test_guest(), "guest.elf")] {
+            std::fs::copy(&from, dir.path().join(to)).unwrap();
+        }
+        let disk = dir.path().join("disk.img");
+        common::pattern_disk(&disk, 1 << 20);
+        std::os::unix::fs::chown(&disk, Some(uid), Some(gid)).unwrap();
+        for (real, node, group, mode) in [
+            ("/dev/kvm", "kvm", kvm_gid, 0o660),
+            ("/dev/net/tun", "tun", 0, 0o666),
+        ] {
+            let rdev = std::fs::metadata(real).unwrap().rdev();
+            let path = dir.path().join(node);
+            let c = CString::new(path.to_str().unwrap()).unwrap();
+            // SAFETY: mknod with a valid path; the device number is the real node's own.
+            let r = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | mode, rdev) };
+            assert_eq!(r, 0, "mknod: {}", std::io::Error::last_os_error());
+            std::os::unix::fs::chown(&path, Some(0), Some(group)).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        Unprivileged {
+            uid,
+            gid,
+            kvm_gid,
+            dir,
+        }
+    }
+
+    fn guest(&self) -> std::path::PathBuf {
+        self.dir.path().join("guest.elf")
+    }
+
+    fn disk(&self) -> std::path::PathBuf {
+        self.dir.path().join("disk.img")
+    }
+
+    /// The VMM with `args`, as the user: no capabilities, no root group, in the "kvm" group
+    /// unless `kvm_group` is false.
+    fn command_with(&self, args: &[&str], kvm_group: bool) -> Command {
+        let groups = if kvm_group {
+            format!("--groups={}", self.kvm_gid)
+        } else {
+            "--clear-groups".to_owned()
+        };
+        let script = r#"mount --bind "$0/kvm" /dev/kvm && mount --bind "$0/tun" /dev/net/tun &&
+            u=$1 g=$2 groups=$3 && shift 3 &&
+            exec setpriv --reuid="$u" --regid="$g" "$groups" --inh-caps=-all \
+                --bounding-set=-all -- "$@""#;
+        let mut c = Command::new("unshare");
+        c.args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ])
+        .arg(self.dir.path())
+        .args([self.uid.to_string(), self.gid.to_string(), groups])
+        .arg(self.dir.path().join("vmm"))
+        .args(args);
+        c
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        self.command_with(args, true)
+    }
+}
+
+#[test]
+#[ignore = "needs root, network namespaces, /dev/kvm and the test guest; run by scripts/test.sh"]
+fn an_unprivileged_user_in_the_kvm_group_runs_a_vm_with_a_disk_and_a_pre_created_tap() {
+    let user = Unprivileged::new();
+    let guest = user.guest();
+    let guest = guest.to_str().unwrap();
+    // Outside the group the VMM cannot open /dev/kvm, and says what to do.
+    let out = user
+        .command_with(&["--kernel", guest], false)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot open /dev/kvm") && err.contains("kvm group"),
+        "{err}"
+    );
+
+    // In it: the test guest's disk test (read, write, flush, write-zeroes, garbage) on the
+    // user's image, checked in the file afterwards.
+    let disk = format!("path={},serial=user-disk", user.disk().display());
+    let mut cmd = user.command(&[
+        "--kernel",
+        guest,
+        "--memory",
+        "64",
+        "--disk",
+        &disk,
+        "--cmdline",
+        "expect_cpus=1 noinput",
+    ]);
+    cmd.stdin(Stdio::null());
+    let r = Running::spawn_command(cmd, Stdio::null()).wait(Duration::from_secs(60));
+    assert_eq!(r.code(), Some(32), "{}", r.dump());
+    for line in [
+        "guest: disk0 id=user-disk",
+        "guest: disk0 done",
+        "guest: PASS",
+    ] {
+        assert!(r.stdout.contains(line), "missing '{line}'\n{}", r.dump());
+    }
+    let data = std::fs::read(user.disk()).unwrap();
+    assert!(
+        data[100 * 512..101 * 512].starts_with(b"written by the test guest"),
+        "the guest's write reached the user's image"
+    );
+
+    // And frames with offloads over a TAP the user owns (the disk attached too).
+    frames_and_offloads_over_a_tap(Some(&user));
+
+    // It really ran as the user: an image only root may write is refused.
+    let root_disk = user.dir.path().join("root-only.img");
+    common::pattern_disk(&root_disk, 1 << 20);
+    let disk = format!("path={}", root_disk.display());
+    let out = user
+        .command(&["--kernel", guest, "--disk", &disk])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("ermission denied"), "{err}");
 }
 
 /// CPU time (user + system) a process has used, in clock ticks.

@@ -1,7 +1,6 @@
 //! The `vmm-api` threads: one accepts connections on the socket, one serves each connection
-//! (a request/reply loop, or the serial console once a client asks for it). Thread kind "API"
-//! for the per-thread seccomp filters of issue 7: accept4, read, write, shutdown, futex,
-//! clock_gettime, close, sigaltstack/munmap (thread exit), clone3 (one thread per client).
+//! (a request/reply loop, or the serial console once a client asks for it). Thread kind
+//! [`crate::seccomp::ThreadKind::Api`].
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::os::unix::fs::FileTypeExt;
@@ -15,6 +14,7 @@ use serde_json::{Value, json};
 use super::protocol::{self, MAX_LINE, Request};
 use crate::console::output::SharedConnection;
 use crate::devices::serial::SerialDevice;
+use crate::seccomp::ThreadStart;
 use crate::shutdown::{ShutdownController, State};
 use crate::sync::lock;
 
@@ -89,11 +89,20 @@ impl ApiServer {
         ))
     }
 
-    pub fn start(listener: UnixListener, ctx: ApiContext) -> std::io::Result<()> {
+    /// Starts the acceptor thread. It installs the API seccomp filter first; the threads it
+    /// starts for clients inherit it.
+    pub fn start(
+        listener: UnixListener,
+        ctx: ApiContext,
+        start: ThreadStart,
+    ) -> std::io::Result<()> {
         let ctx = Arc::new(ctx);
         std::thread::Builder::new()
             .name("vmm-api".to_owned())
             .spawn(move || {
+                if !start.install() {
+                    return;
+                }
                 for conn in listener.incoming() {
                     let stream = match conn {
                         Ok(s) => s,

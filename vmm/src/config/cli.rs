@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use super::{ConfigError, DiskConfig, NetConfig, RngMode, SerialConfig, ShareConfig, VmConfig};
+use super::{
+    ConfigError, DiskConfig, NetConfig, RngMode, SeccompMode, SerialConfig, ShareConfig, VmConfig,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -65,6 +67,10 @@ pub struct Cli {
     /// Unix socket for the JSON control API (status, shutdown, power-off, console).
     #[arg(long, value_name = "PATH")]
     pub api_socket: Option<PathBuf>,
+    /// Per-thread seccomp filters: on (a forbidden system call kills the VMM with SIGSYS),
+    /// log (allowed, and logged by the kernel: see dmesg) or off [default: on].
+    #[arg(long, value_name = "on|log|off")]
+    pub seccomp: Option<SeccompMode>,
     /// More log output (-v info, -vv debug, -vvv trace); quiet by default.
     #[arg(short, long, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -118,6 +124,9 @@ impl Cli {
         }
         if let Some(a) = self.api_socket {
             config.api_socket = Some(a);
+        }
+        if let Some(s) = self.seccomp {
+            config.seccomp = s;
         }
         config.validate()?;
         Ok(config)

@@ -12,6 +12,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::seccomp::SeccompMode;
 use keyvalue::KeyValues;
 pub use net::NetConfig;
 pub use share::{DEFAULT_SHUTDOWN_TIMEOUT_SECS, RngMode, ShareConfig};
@@ -104,6 +105,8 @@ pub struct VmConfig {
     /// Unix socket for the JSON control API.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub api_socket: Option<PathBuf>,
+    /// Per-thread seccomp filters: `on` (default), `log` or `off`.
+    pub seccomp: SeccompMode,
 }
 
 impl Default for VmConfig {
@@ -123,6 +126,7 @@ impl Default for VmConfig {
             rng: RngMode::On,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT_SECS,
             api_socket: None,
+            seccomp: SeccompMode::On,
         }
     }
 }

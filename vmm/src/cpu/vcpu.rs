@@ -1,13 +1,10 @@
 //! A vCPU and its thread: `KVM_RUN`, then port I/O and MMIO exits dispatched to the buses, and
 //! the exits that end the VM (triple fault, KVM errors, system events).
 //!
-//! Thread kind "vcpu" (for per-thread seccomp, issue 7). System calls used while the guest
-//! runs: ioctl (KVM_RUN, KVM_GET_REGS/SREGS on a crash, KVM_SET_GSI_ROUTING and KVM_IOEVENTFD
-//! when the guest reprograms MSI-X or moves a BAR), write (UART output to stdout/file/socket,
-//! eventfd signals), futex (device locks), clock_gettime (boot markers), sendto/write on the
-//! console socket, and exit on stop.
+//! Thread kind [`crate::seccomp::ThreadKind::Vcpu`]; its system calls are listed in
+//! [`crate::seccomp::filters`].
 
-use std::sync::Arc;
+use std::sync::{Arc, Barrier};
 use std::thread::JoinHandle;
 
 use kvm_bindings::{
@@ -22,6 +19,7 @@ use crate::boot::EntryPoint;
 use crate::bus::Bus;
 use crate::exit::{ExitNotifier, VmExit};
 use crate::memory::GuestMemoryMmap;
+use crate::seccomp::ThreadStart;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VcpuError {
@@ -92,11 +90,19 @@ impl Vcpu {
         })
     }
 
-    pub fn spawn(self) -> Result<JoinHandle<()>, VcpuError> {
+    /// Starts the thread: it installs its seccomp filter, then waits at `go` until every other
+    /// thread has installed its own before it enters the guest.
+    pub fn spawn(self, start: ThreadStart, go: Arc<Barrier>) -> Result<JoinHandle<()>, VcpuError> {
         let id = self.id;
         std::thread::Builder::new()
             .name(format!("vcpu{id}"))
-            .spawn(move || self.run())
+            .spawn(move || {
+                let installed = start.install();
+                go.wait();
+                if installed {
+                    self.run();
+                }
+            })
             .map_err(|source| VcpuError::Spawn { id, source })
     }
 

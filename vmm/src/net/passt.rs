@@ -100,7 +100,8 @@ fn last_message(output: &str) -> String {
 /// Kills passt when dropped (and removes its pid file directory if start-up failed half-way).
 pub struct PasstGuard {
     child: Child,
-    dir: PathBuf,
+    /// None once removed: the main thread's seccomp filter lets it open no directory at exit.
+    dir: Option<PathBuf>,
     /// Shared with the backend, so the device does not report passt's exit as a failure.
     stopping: Arc<AtomicBool>,
 }
@@ -118,7 +119,9 @@ impl Drop for PasstGuard {
             let _ = self.child.kill();
         }
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(dir) = self.dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -265,7 +268,7 @@ pub fn start(
     let stopping = Arc::new(AtomicBool::new(false));
     let mut guard = PasstGuard {
         child,
-        dir,
+        dir: Some(dir),
         stopping: stopping.clone(),
     };
     let Some(stderr) = guard.child.stderr.take() else {
@@ -278,7 +281,9 @@ pub fn start(
     wait_ready(&mut guard, &mut log, &pidfile)?;
     // The pid file was only the readiness signal, and we know the pid: remove it now, so
     // nothing is left behind even if the VMM is killed with SIGKILL.
-    let _ = std::fs::remove_dir_all(&guard.dir);
+    if let Some(dir) = guard.dir.take() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     set_nonblocking(log.stderr.as_raw_fd()).map_err(PasstError::Spawn)?;
     log.drain();
     ours.set_nonblocking(true).map_err(PasstError::Spawn)?;

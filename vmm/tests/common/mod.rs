@@ -109,14 +109,14 @@ impl Finished {
 impl Running {
     pub fn spawn(args: &[&str], stdin: Stdio) -> Running {
         let mut cmd = Command::new(vmm_bin());
-        cmd.args(args).stdin(stdin);
-        Running::spawn_command(cmd)
+        cmd.args(args);
+        Running::spawn_command(cmd, stdin)
     }
 
-    /// Runs `cmd` (the vmm behind a wrapper such as `unshare` or `ip netns exec`), collecting
-    /// its output like [`Running::spawn`].
-    pub fn spawn_command(mut cmd: Command) -> Running {
+    /// Runs `cmd`, which must end up exec-ing the VMM (a wrapper such as setpriv).
+    pub fn spawn_command(mut cmd: Command, stdin: Stdio) -> Running {
         let mut child = cmd
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

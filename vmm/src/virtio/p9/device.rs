@@ -36,7 +36,8 @@ pub struct P9 {
     root: PathBuf,
     readonly: bool,
     config: Vec<u8>,
-    server: ShareServer,
+    /// None after a reset until the next request.
+    server: Option<ShareServer>,
     active: Option<ActiveQueue>,
     requests: u64,
 }
@@ -68,7 +69,7 @@ impl P9 {
             root,
             readonly: cfg.readonly,
             config,
-            server,
+            server: Some(server),
             active: None,
             requests: 0,
         })
@@ -136,9 +137,23 @@ impl QueueDevice for P9 {
             active,
             tag,
             requests,
+            root,
+            readonly,
             ..
         } = self;
         let Some(active) = active.as_mut() else {
+            return 0;
+        };
+        if server.is_none() {
+            match ShareServer::new(root, *readonly) {
+                Ok(s) => *server = Some(s),
+                Err(e) => {
+                    tracing::warn!("share {tag}: cannot restart the 9P server: {e}");
+                    return 0;
+                }
+            }
+        }
+        let Some(server) = server.as_mut() else {
             return 0;
         };
         let what = format!("share {tag}");
@@ -190,11 +205,9 @@ impl VirtioDevice for P9 {
     fn reset(&mut self) {
         self.active = None;
         // A new driver starts with Tversion, which drops every fid; dropping the server
-        // now closes the descriptors at once.
-        match ShareServer::new(&self.root, self.readonly) {
-            Ok(s) => self.server = s,
-            Err(e) => tracing::warn!("share {}: cannot restart the 9P server: {e}", self.tag),
-        }
+        // now closes the descriptors at once. The new one (which opens /proc) is made by the
+        // next request, on the device thread: vCPUs, which run this, may open nothing.
+        self.server = None;
     }
 }
 
@@ -300,6 +313,47 @@ mod tests {
         assert_eq!(p9.process_queue(0), 1);
         assert_eq!(
             mem.read_obj::<u8>(GuestAddress(0x27004)).unwrap(),
+            t::GETATTR + 1
+        );
+    }
+
+    #[test]
+    fn a_reset_drops_the_fids_and_the_next_request_gets_a_new_server() {
+        let (_d, mut p9) = device(true);
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let serve = |p9: &mut P9, frames: &[Vec<u8>]| {
+            let mut q = TestQueue::new(&mem, 16);
+            p9.activate(ActivateContext {
+                mem: mem.clone(),
+                interrupt: Arc::new(Irq::default()),
+                queues: vec![q.queue()],
+                acked_features: VIRTIO_F_VERSION_1,
+            })
+            .unwrap();
+            for (i, f) in frames.iter().enumerate() {
+                let at = 0x10000 + i as u64 * 0x2000;
+                mem.write_slice(f, GuestAddress(at)).unwrap();
+                q.add_chain(&[(at, f.len() as u32, R), (at + 0x1000, 0x1000, W)]);
+            }
+            assert_eq!(p9.process_queue(0), frames.len());
+            // The last reply's type.
+            let at = 0x10000 + (frames.len() as u64 - 1) * 0x2000 + 0x1000;
+            mem.read_obj::<u8>(GuestAddress(at + 4)).unwrap()
+        };
+        let getattr = Frame::new(t::GETATTR, 3).u32(1).u64(0x7ff).done();
+        assert_eq!(
+            serve(&mut p9, &[version(8192), attach(1, 1), getattr.clone()]),
+            t::GETATTR + 1
+        );
+        // Reset runs on a vCPU thread, whose seccomp filter allows no open: the server (which
+        // opens /proc) is only dropped there.
+        p9.reset();
+        assert!(p9.server.is_none());
+        // Fid 1 is gone with the old server; the new one serves a new session.
+        assert_eq!(serve(&mut p9, std::slice::from_ref(&getattr)), RLERROR);
+        assert!(p9.server.is_some());
+        assert_eq!(
+            serve(&mut p9, &[version(8192), attach(1, 1), getattr]),
             t::GETATTR + 1
         );
     }
