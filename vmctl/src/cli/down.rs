@@ -1,4 +1,5 @@
-//! `vmctl down [NODE]`: graceful power-off, then a hard stop after --timeout. Works after the
+//! `vmctl down [NODE]`: the power button (API `shutdown`), then after --timeout the API's
+//! `power-off`, and SIGKILL for a VMM that does not answer. Works after the
 //! VMM was killed (stale pid and socket files are found and removed). Stopping the whole
 //! cluster also takes its network down; disks stay.
 
@@ -74,11 +75,15 @@ pub fn stop_all(dir: &crate::state::ClusterDir, names: &[String], timeout: Durat
                 Stopped::StaleCleaned => {
                     println!("{name}: its VMM had died; removed the stale pid file and socket")
                 }
-                Stopped::Graceful => println!("{name}: stopped"),
-                Stopped::Killed => println!(
-                    "{name}: did not power off within {}s; stopped hard",
+                Stopped::Graceful => println!("{name}: powered off"),
+                Stopped::VmmTimedOut => println!(
+                    "{name}: did not power off after the power button; its VMM stopped it after its shutdown timeout"
+                ),
+                Stopped::PoweredOff => println!(
+                    "{name}: did not power off within {}s of the power button; stopped it (API power-off)",
                     timeout.as_secs()
                 ),
+                Stopped::Killed => println!("{name}: its VMM did not stop; killed it (SIGKILL)"),
             }
         }
     }

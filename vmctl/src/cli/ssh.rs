@@ -70,8 +70,8 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         bail!("{node} has no address recorded: run vmctl up {cluster} again");
     };
     if crate::host::kvm() == crate::host::Kvm::KernelOnly {
-        eprintln!(
-            "note: guests cannot run user space on this host (no vmx/svm), so no sshd answers here"
+        bail!(
+            "guests cannot run user space on this host (no vmx/svm in /proc/cpuinfo), so no sshd can answer: see what {node} did with vmctl logs {cluster}:{node}"
         );
     }
     a.extend(args.rest);
@@ -112,6 +112,7 @@ mod tests {
                 kernel: "k".into(),
                 initrd: None,
                 cmdline: String::new(),
+                boot_marker: None,
             },
             network: Network {
                 mode: NetMode::User,

@@ -1,8 +1,11 @@
 //! `vmctl status [CLUSTER]`: one line per node.
 
+use std::time::Duration;
+
 use serde::Serialize;
 
 use super::Context;
+use crate::api::{self, Request};
 use crate::cluster::Cluster;
 use crate::cluster::spec::NetMode;
 use crate::host::{self, Kvm};
@@ -10,6 +13,9 @@ use crate::net::{dnsmasq, leases};
 use crate::node::{process, readiness};
 use crate::state::ClusterDir;
 use crate::state::pidfile::Liveness;
+
+/// A VMM that does not answer its status in this time is reported without it.
+const API_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -29,6 +35,8 @@ pub struct Row {
     pub mac: String,
     pub lease: Option<String>,
     pub reach: String,
+    /// The VMM's own `status` answer (uptime, boot marker, devices) while it runs.
+    pub vmm: Option<serde_json::Value>,
 }
 
 pub fn rows(cluster: &Cluster, dir: &ClusterDir, kvm: Kvm) -> Vec<Row> {
@@ -38,13 +46,34 @@ pub fn rows(cluster: &Cluster, dir: &ClusterDir, kvm: Kvm) -> Vec<Row> {
         .iter()
         .map(|n| {
             let nd = dir.node(&n.name);
+            let mut vmm = None;
             let (state, pid) = match process::liveness(&nd) {
                 Liveness::Running(r) => {
-                    let booted = readiness::kernel_booted(&nd.console_log()).is_some();
-                    let s = match (kvm, booted) {
-                        (Kvm::Full, _) => "running",
-                        (_, true) => "running (kernel booted)",
-                        (_, false) => "running (booting)",
+                    let reply = api::call(&nd.api_socket(), &Request::Status, API_WAIT).ok();
+                    let marker = reply
+                        .as_ref()
+                        .and_then(|r| r.boot_marker.as_ref())
+                        .is_some_and(|m| m.seen);
+                    vmm = reply.map(|r| {
+                        let mut m = r.rest;
+                        m.insert("state".into(), r.state.into());
+                        m.insert("uptime_ms".into(), r.uptime_ms.into());
+                        m.insert(
+                            "boot_marker".into(),
+                            r.boot_marker.map_or(serde_json::Value::Null, |b| {
+                                serde_json::json!({"text": b.text, "seen": b.seen, "at_ms": b.at_ms})
+                            }),
+                        );
+                        serde_json::Value::Object(m)
+                    });
+                    let s = match (kvm, &cluster.image.boot_marker) {
+                        (_, Some(_)) if marker => "running",
+                        (_, Some(_)) => "running (booting)",
+                        (Kvm::Full, None) => "running",
+                        _ if readiness::kernel_booted(&nd.console_log()).is_some() => {
+                            "running (kernel booted)"
+                        }
+                        _ => "running (booting)",
                     };
                     (s.to_string(), Some(r.pid))
                 }
@@ -73,6 +102,7 @@ pub fn rows(cluster: &Cluster, dir: &ClusterDir, kvm: Kvm) -> Vec<Row> {
                 mac: n.mac.clone(),
                 lease,
                 reach: format!("{reach} {how}"),
+                vmm,
             }
         })
         .collect()
