@@ -343,3 +343,76 @@ fn destroy_needs_yes() {
     let err = env.fails(&["status", "gone"]);
     assert!(err.contains("no cluster \"gone\""), "{err}");
 }
+
+#[test]
+#[ignore = "needs root (network namespaces), /dev/kvm, passt and the test guest; run by scripts/test.sh"]
+fn console_attaches_through_the_api_and_detaches_with_the_escape_key() {
+    use std::io::Read;
+    let ns = Netns::for_passt("con");
+    let env = Env::real(&ns);
+    // "echo": the guest reads one line from its serial port and prints it, then waits for the
+    // power button.
+    guest_cluster(&env, "con", "echo button", "  - { name: a }\n");
+    env.ok(&["up", "con", "--no-wait"]);
+    let log = env.node_dir("con", "a").join("console.log");
+    wait_for_text(&log, "guest: ready for input", Duration::from_secs(60));
+
+    let mut child = env
+        .vmctl()
+        .args(["console", "a"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 256];
+        while !String::from_utf8_lossy(&seen).contains("waiting for the power button") {
+            match stdout.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+        (String::from_utf8_lossy(&seen).into_owned(), stdout)
+    });
+    // The console attaches asynchronously; the guest waits for a line for many seconds.
+    std::thread::sleep(Duration::from_millis(500));
+    stdin.write_all(b"hello vmctl\r").unwrap();
+    let (seen, mut stdout) = reader.join().unwrap();
+    assert!(
+        seen.contains("guest: got input 'hello vmctl'"),
+        "the typed line reached the guest and its answer came back: {seen:?}"
+    );
+    // Ctrl-] q detaches; vmctl console ends, the VM keeps running.
+    stdin.write_all(b"\x1dq").unwrap();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let mut rest = Vec::new();
+    let _ = stdout.read_to_end(&mut rest);
+    assert!(status.success(), "{err}");
+    assert!(err.contains("Ctrl-] then q detaches"), "{err}");
+    let pid = env.pid("con", "a").unwrap();
+    assert!(alive(pid), "detaching leaves the VM running");
+    assert_eq!(api(&env, "con", "a", "status")["state"], "running");
+
+    // logs: the console log, input echo included.
+    let logs = env.ok(&["logs", "a"]);
+    assert!(logs.contains("guest: got input 'hello vmctl'"), "{logs}");
+    let vmm_log = env.ok(&["logs", "a", "--vmm"]);
+    assert!(vmm_log.contains("serial output matched"), "{vmm_log}");
+
+    let out = env.ok(&["down"]);
+    assert!(out.contains("a: powered off"), "{out}");
+    // A stopped node has no console to attach to.
+    let err = env.fails(&["console", "a"]);
+    assert!(err.contains("a is not running"), "{err}");
+}
