@@ -9,7 +9,6 @@ use crate::api::{self, Request};
 use crate::cluster::Cluster;
 use crate::cluster::spec::NetMode;
 use crate::host::{self, Kvm};
-use crate::net::{dnsmasq, leases};
 use crate::node::{process, readiness};
 use crate::state::ClusterDir;
 use crate::state::pidfile::Liveness;
@@ -40,7 +39,6 @@ pub struct Row {
 }
 
 pub fn rows(cluster: &Cluster, dir: &ClusterDir, kvm: Kvm) -> Vec<Row> {
-    let lease_file = dnsmasq::files(&dir.net()).leases;
     cluster
         .nodes
         .iter()
@@ -81,7 +79,7 @@ pub fn rows(cluster: &Cluster, dir: &ClusterDir, kvm: Kvm) -> Vec<Row> {
                 Liveness::None if nd.root_disk().exists() => ("stopped".to_string(), None),
                 Liveness::None => ("not created".to_string(), None),
             };
-            let lease = leases::for_mac(&lease_file, &n.mac).map(|l| l.ip.to_string());
+            let lease = readiness::lease(cluster, n, dir).map(|(ip, _)| ip.to_string());
             let reach = match (kvm, cluster.network.mode) {
                 (Kvm::KernelOnly, _) => String::from("no guest user space on this host:"),
                 (_, NetMode::Bridge) => n.ip.map(|ip| format!("ssh core@{ip}")).unwrap_or_default(),

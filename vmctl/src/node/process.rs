@@ -95,6 +95,8 @@ fn command(vmm: &Path, inv: &VmmInvocation, dir: &NodeDir) -> Result<Command, Pr
     })?;
     // A socket left by a VMM that died would make the new one fail to bind.
     let _ = std::fs::remove_file(dir.api_socket());
+    // One boot per log: what readiness looks for must come from this start, not the last.
+    let _ = std::fs::rename(dir.console_log(), dir.previous_console_log());
     let mut cmd = Command::new(vmm);
     cmd.args(args).stdin(Stdio::null()).stdout(log).stderr(log2);
     Ok(cmd)

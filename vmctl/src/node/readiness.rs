@@ -96,18 +96,29 @@ pub struct Observed {
     pub ssh: bool,
 }
 
-/// The place the node's address comes from: dnsmasq's lease for its MAC on a bridge, the
-/// kernel's console line for passt's lease in user mode.
+/// The place the node's address comes from: dnsmasq's lease for its MAC on a bridge (handed out
+/// since the VMM started, when it runs), the kernel's console line for passt's lease in user
+/// mode (the console log starts afresh with each start).
 pub fn lease(cluster: &Cluster, node: &Node, dir: &ClusterDir) -> Option<(Ipv4Addr, String)> {
     match cluster.network.mode {
         NetMode::Bridge => {
             let file = dnsmasq::files(&dir.net()).leases;
-            leases::for_mac(&file, &node.mac).map(|l| {
-                (
-                    l.ip,
-                    format!("dnsmasq's lease file: {} {} {}", l.mac, l.ip, l.hostname),
-                )
-            })
+            let started = std::fs::metadata(dir.node(&node.name).pid_file())
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_secs());
+            leases::for_mac(&file, &node.mac)
+                .filter(|l| {
+                    // A couple of seconds of slack for clocks that tick coarsely.
+                    started.is_none_or(|s| l.expiry.saturating_sub(dnsmasq::LEASE_SECS) + 2 >= s)
+                })
+                .map(|l| {
+                    (
+                        l.ip,
+                        format!("dnsmasq's lease file: {} {} {}", l.mac, l.ip, l.hostname),
+                    )
+                })
         }
         NetMode::User => kernel_dhcp_address(&dir.node(&node.name).console_log())
             .map(|(ip, line)| (ip, format!("console: {line}"))),

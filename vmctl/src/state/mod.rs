@@ -157,6 +157,10 @@ impl NodeDir {
     pub fn console_log(&self) -> PathBuf {
         self.path.join("console.log")
     }
+    /// The console log of the start before this one.
+    pub fn previous_console_log(&self) -> PathBuf {
+        self.path.join("console.log.1")
+    }
     pub fn api_socket(&self) -> PathBuf {
         self.path.join("api.sock")
     }
