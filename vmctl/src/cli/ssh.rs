@@ -35,6 +35,8 @@ pub fn ssh_args(
         format!("UserKnownHostsFile={}", known_hosts.display()).into(),
         "-o".into(),
         "StrictHostKeyChecking=accept-new".into(),
+        "-o".into(),
+        "ConnectTimeout=10".into(),
     ];
     for pubkey in &node.ssh_key_files {
         let private = pubkey.with_extension("");
@@ -136,6 +138,8 @@ mod tests {
                 "UserKnownHostsFile=/s/known_hosts",
                 "-o",
                 "StrictHostKeyChecking=accept-new",
+                "-o",
+                "ConnectTimeout=10",
                 "-i",
                 &key,
                 "-p",
