@@ -70,7 +70,8 @@ mod tests {
 
     #[test]
     fn reads_a_users_home_from_passwd() {
-        let pw = "root:x:0:0:root:/root:/bin/bash\nme:x:1000:1000:Me,,,:/home/me:/bin/bash\nbad:x:1\n";
+        let pw =
+            "root:x:0:0:root:/root:/bin/bash\nme:x:1000:1000:Me,,,:/home/me:/bin/bash\nbad:x:1\n";
         assert_eq!(passwd_home(pw, "me"), Some(PathBuf::from("/home/me")));
         assert_eq!(passwd_home(pw, "bad"), None);
         assert_eq!(passwd_home(pw, "nobody"), None);

@@ -11,13 +11,42 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{Env, Netns, alive, host_has_vmx_or_svm, input_path, kernel_dir, wait_for_text};
+use common::{Env, Netns, alive, host_has_vmx_or_svm, input_path, kernel_dir};
 
 /// Four Linux boots share two cores: minutes each, many more on a busy machine.
 const BOOT: Duration = Duration::from_secs(30 * 60);
 
 fn console(env: &Env, cluster: &str, node: &str) -> String {
     std::fs::read_to_string(env.node_dir(cluster, node).join("console.log")).unwrap_or_default()
+}
+
+/// What to show when a node's VMM is gone: its own log and the end of its console.
+fn died(env: &Env, cluster: &str, node: &str) -> String {
+    let vmm =
+        std::fs::read_to_string(env.node_dir(cluster, node).join("vmm.log")).unwrap_or_default();
+    let console = console(env, cluster, node);
+    let tail: Vec<&str> = console.lines().rev().take(15).collect();
+    format!(
+        "{node}'s VMM is gone. vmm.log:\n{vmm}\nconsole (last lines):\n{}",
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    )
+}
+
+/// Waits for `text` in the node's console while its VMM runs.
+fn wait_for_console(env: &Env, cluster: &str, node: &str, pid: u32, text: &str) -> String {
+    let deadline = Instant::now() + BOOT;
+    loop {
+        let c = console(env, cluster, node);
+        if c.contains(text) {
+            return c;
+        }
+        assert!(alive(pid), "{}", died(env, cluster, node));
+        assert!(
+            Instant::now() < deadline,
+            "{node}: no {text:?} after {BOOT:?}:\n{c}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// The kernel's own account of its DHCP exchange: from `IP-Config: Got DHCP answer` through
@@ -169,11 +198,7 @@ fn three_nodes_get_their_leases_and_names_over_the_bridge() {
         let mut done = Vec::new();
         for name in &pending {
             let n = &nodes[name.as_str()];
-            assert!(
-                alive(n.pid),
-                "{name}'s VMM died:\n{}",
-                console(&env, "c3", name)
-            );
+            assert!(alive(n.pid), "{}", died(&env, "c3", name));
             let Some(lease) = lease_text
                 .lines()
                 .find(|l| l.split_whitespace().nth(1) == Some(n.mac.as_str()))
@@ -271,11 +296,10 @@ fn a_user_mode_node_gets_passts_lease() {
     let out = env.ok(&["up", "solo", "--no-wait"]);
     assert!(out.contains("a: started"), "{out}");
     let pid = env.pid("solo", "a").unwrap();
-    let log = env.node_dir("solo", "a").join("console.log");
     // passt answers DHCP with the namespace's own address and gateway (see common::netns).
-    let text = wait_for_text(&log, "IP-Config: Complete", BOOT);
-    let cfg = ip_config(&wait_for_text(&log, "bootserver=", Duration::from_secs(60)))
-        .unwrap_or_else(|| panic!("{text}"));
+    wait_for_console(&env, "solo", "a", pid, "IP-Config: Complete");
+    let text = wait_for_console(&env, "solo", "a", pid, "bootserver=");
+    let cfg = ip_config(&text).unwrap_or_else(|| panic!("{text}"));
     assert!(
         cfg.contains("Got DHCP answer from 10.200.0.1, my address is 10.200.0.5"),
         "{cfg}"
