@@ -269,4 +269,85 @@ mod tests {
         assert!(ssh_answers(addr));
         h.join().unwrap();
     }
+
+    fn cluster(mode: NetMode, marker: Option<&str>) -> Cluster {
+        Cluster {
+            name: "c".into(),
+            source: None,
+            image: crate::cluster::Image {
+                kernel: "k".into(),
+                initrd: None,
+                cmdline: String::new(),
+                boot_marker: marker.map(str::to_string),
+            },
+            network: crate::cluster::Network {
+                mode,
+                bridge: None,
+                subnet: None,
+                gateway: None,
+                mtu: 1500,
+            },
+            nodes: vec![],
+        }
+    }
+
+    #[test]
+    fn what_counts_as_up_where() {
+        let bridge = cluster(NetMode::Bridge, None);
+        let lease = Some((Ipv4Addr::new(10, 0, 0, 2), "dnsmasq".to_string()));
+        let kernel = Some("Run /init as init process".to_string());
+        // PVM: the kernel's hand-over to init and the lease, both.
+        let only_lease = Observed {
+            lease: lease.clone(),
+            ..Default::default()
+        };
+        assert_eq!(only_lease.up(&bridge, Kvm::KernelOnly, Purpose::Up), None);
+        assert!(
+            only_lease
+                .missing(&bridge, Kvm::KernelOnly)
+                .contains("has not handed over to init")
+        );
+        let only_kernel = Observed {
+            kernel_line: kernel.clone(),
+            ..Default::default()
+        };
+        assert_eq!(only_kernel.up(&bridge, Kvm::KernelOnly, Purpose::Run), None);
+        assert!(
+            only_kernel
+                .missing(&bridge, Kvm::KernelOnly)
+                .contains("got no DHCP lease")
+        );
+        let both = Observed {
+            kernel_line: kernel,
+            lease,
+            ..Default::default()
+        };
+        let said = both.up(&bridge, Kvm::KernelOnly, Purpose::Up).unwrap();
+        assert!(
+            said.starts_with("kernel booted (console: \"Run /init"),
+            "{said}"
+        );
+        assert!(said.contains("lease 10.0.0.2 (dnsmasq)"), "{said}");
+        assert!(
+            said.ends_with("user space cannot run on this host"),
+            "{said}"
+        );
+        // vmx/svm: up wants ssh, run takes the boot marker.
+        let marker = Observed {
+            marker: true,
+            ..Default::default()
+        };
+        assert_eq!(marker.up(&bridge, Kvm::Full, Purpose::Up), None);
+        assert!(marker.up(&bridge, Kvm::Full, Purpose::Run).is_some());
+        let ssh = Observed {
+            ssh: true,
+            ..Default::default()
+        };
+        assert!(ssh.up(&bridge, Kvm::Full, Purpose::Up).is_some());
+        // An image's own marker decides everywhere.
+        let own = cluster(NetMode::User, Some("ready"));
+        assert!(marker.up(&own, Kvm::KernelOnly, Purpose::Up).is_some());
+        assert_eq!(both.up(&own, Kvm::Full, Purpose::Up), None);
+        assert!(both.missing(&own, Kvm::Full).contains("\"ready\""));
+    }
 }
