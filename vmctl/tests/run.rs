@@ -89,7 +89,9 @@ fn run_fails_when_the_guest_crashes_or_the_vmm_is_killed() {
     let env = Env::real(&ns);
     // A triple fault: the VMM exits with status 4 (docs/vmm.md).
     guest_cluster(&env, "crash", "crash", "  - { name: a }\n");
+    // up records the cluster; the guest is gone at once, and down tidies up after it.
     env.ok(&["up", "crash", "--no-wait"]);
+    env.ok(&["down"]);
     let out = env.run(&["run", "a"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -107,7 +109,7 @@ fn run_fails_when_the_guest_crashes_or_the_vmm_is_killed() {
             .replace("cmdline: crash", "cmdline: button"),
     )
     .unwrap();
-    env.ok(&["up", "crash", "--no-wait"]);
+    env.ok(&["up", "crash"]);
     env.ok(&["down"]);
     let log = env.node_dir("crash", "a").join("console.log");
     std::fs::remove_file(&log).unwrap();

@@ -222,7 +222,9 @@ fn down_after_kill_9_cleans_up_and_up_restarts() {
     wait_dead(new_a);
     let out = env.ok(&["down", "-c", "k9"]);
     assert!(
-        out.contains("a: its VMM had died; removed the stale pid file and socket"),
+        out.contains(
+            "a: its VMM had exited without a word (killed?); removed the stale pid file and socket"
+        ),
         "{out}"
     );
     assert!(out.contains("b: powered off"), "{out}");

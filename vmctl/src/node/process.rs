@@ -79,6 +79,11 @@ fn command(vmm: &Path, inv: &VmmInvocation, dir: &NodeDir) -> Result<Command, Pr
         node: dir.name.clone(),
         err,
     })?;
+    // A socket left by a VMM that died would make the new one fail to bind.
+    let _ = std::fs::remove_file(dir.api_socket());
+    // One boot per log: what readiness looks for must come from this start, not the last.
+    let _ = std::fs::rename(dir.console_log(), dir.previous_console_log());
+    let _ = std::fs::rename(dir.vmm_log(), dir.previous_vmm_log());
     let log = OpenOptions::new()
         .create(true)
         .append(true)
@@ -93,10 +98,6 @@ fn command(vmm: &Path, inv: &VmmInvocation, dir: &NodeDir) -> Result<Command, Pr
         path: dir.vmm_log(),
         err,
     })?;
-    // A socket left by a VMM that died would make the new one fail to bind.
-    let _ = std::fs::remove_file(dir.api_socket());
-    // One boot per log: what readiness looks for must come from this start, not the last.
-    let _ = std::fs::rename(dir.console_log(), dir.previous_console_log());
     let mut cmd = Command::new(vmm);
     cmd.args(args).stdin(Stdio::null()).stdout(log).stderr(log2);
     Ok(cmd)
@@ -164,6 +165,23 @@ pub fn spawn_child(vmm: &Path, inv: &VmmInvocation, dir: &NodeDir) -> Result<Chi
 }
 
 /// The last non-empty line of a log, for one-line errors.
+/// Why the VMM exited, from its log: its last error or warning line, or the line saying the
+/// guest powered off or used the debug exit. None when it said nothing (killed).
+pub fn exit_reason(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| {
+            l.starts_with("error:")
+                || l.contains(" WARN ")
+                || l.contains(" ERROR ")
+                || l.ends_with(VMM_POWERED_OFF)
+                || l.ends_with("debug-exit port")
+        })
+        .map(str::to_string)
+}
+
 /// The last error or warning line of a log (the VMM's exit reason), else its last line, for
 /// one-line errors.
 pub fn last_line(path: &Path) -> String {
@@ -176,7 +194,7 @@ pub fn last_line(path: &Path) -> String {
         .unwrap_or_else(|| format!("no output (see {})", path.display()))
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Stopped {
     /// It was not running.
     NotRunning,
@@ -187,6 +205,8 @@ pub enum Stopped {
     /// The guest ignored the power button and the VMM stopped it after its own
     /// `--shutdown-timeout`.
     VmmTimedOut,
+    /// The VMM exited for another reason meanwhile (a guest crash, a reboot): its log's line.
+    Exited(String),
     /// The guest ignored the power button for the whole timeout; the API's `power-off` stopped it
     /// (disks flushed).
     PoweredOff,
@@ -216,8 +236,10 @@ fn wait_gone(rec: PidRecord, timeout: Duration) -> bool {
     }
 }
 
-/// What the VMM prints when it stops a guest that ignored the power button (exit status 6).
+/// What the VMM logs when it stops a guest that ignored the power button (exit status 6), and
+/// when the guest powered off (status 0).
 const VMM_TIMED_OUT: &str = "did not power off within";
+const VMM_POWERED_OFF: &str = "guest powered off";
 
 /// Presses the guest's power button (API `shutdown`; SIGTERM, which the VMM takes the same way,
 /// when the socket does not answer), waits up to `timeout` for it to power off, then stops it
@@ -252,10 +274,15 @@ pub fn stop(dir: &NodeDir, timeout: Duration) -> Stopped {
         }
     }
     let outcome = if wait_gone(rec, timeout) {
-        if log_tail(&dir.vmm_log(), log_before).contains(VMM_TIMED_OUT) {
+        let said = log_tail(&dir.vmm_log(), log_before);
+        if said.contains(VMM_TIMED_OUT) {
             Stopped::VmmTimedOut
-        } else {
+        } else if said.contains(VMM_POWERED_OFF) {
             Stopped::Graceful
+        } else {
+            Stopped::Exited(
+                exit_reason(&dir.vmm_log()).unwrap_or_else(|| "without a word (killed?)".into()),
+            )
         }
     } else {
         tracing::info!(

@@ -167,6 +167,10 @@ impl NodeDir {
     pub fn pid_file(&self) -> PathBuf {
         self.path.join("vmm.pid")
     }
+    /// The VMM's log of the start before this one.
+    pub fn previous_vmm_log(&self) -> PathBuf {
+        self.path.join("vmm.log.1")
+    }
     pub fn vmm_log(&self) -> PathBuf {
         self.path.join("vmm.log")
     }

@@ -6,7 +6,7 @@
 # vm_lifecycle.rs, run.rs and cluster_boot.rs.
 if [ "$1" = --help ]; then
   echo "Usage: vmm --kernel --initrd --cmdline --cpus --memory --disk --net --share --ignition"
-  echo "           --serial --api-socket --boot-marker --shutdown-timeout"
+  echo "           --serial --api-socket --boot-marker --shutdown-timeout -v"
   exit 0
 fi
 # Signals first: vmctl may ask it to stop at any moment after it starts.
