@@ -15,6 +15,8 @@ cd "$root"
 
 VMCTL_TEST_KERNEL_DIR=$("$here/build-test-kernel.sh")
 export VMCTL_TEST_KERNEL_DIR
+VMCTL_TEST_DEMO_IMAGE=$("$here/build-demo-image.sh")
+export VMCTL_TEST_DEMO_IMAGE
 if [ -x "$here/build-test-guest.sh" ]; then
   VMCTL_TEST_GUEST=$("$here/build-test-guest.sh")
   export VMCTL_TEST_GUEST

@@ -21,6 +21,7 @@
  *                  data port, rep insb and DMA; print them (fwcfg_empty: none expected).
  *   button         wait for the ACPI power button (GED interrupt and register), then power
  *                  off (ignorebutton: halt instead, to test the shutdown timeout).
+ *   echo           before the other modes: read one line of serial input and print it.
  *   p9read=PATH    9P2000.L client on the first share: read PATH (disk pattern), try escapes
  *                  (p9ro: and a mkdir) and a malformed frame.
  *   blkbench, p9bench=PATH   timed sequential reads (kvmclock) of the first disk / PATH.
@@ -1369,6 +1370,8 @@ static void bench_p9(const char *path) {
 
 static void issue5_modes(struct hvm_start_info *si) {
     const char *p;
+    /* "echo": one line of serial input echoed back first (an attached console's test). */
+    if (option("echo")) test_input();
     if (option("button")) wait_for_power_button(si);
     if (option("fwcfg")) {
         test_fw_cfg();

@@ -31,9 +31,8 @@ pub fn classify(dev_kvm: bool, cpuinfo: &str) -> Kvm {
     if hw { Kvm::Full } else { Kvm::KernelOnly }
 }
 
-/// The note `up` prints on such hosts, once.
-pub const KERNEL_ONLY_NOTE: &str = "note: this host's KVM has no vmx/svm (a PVM host): guest kernels boot, guest user space cannot run. \
-vmctl adds the test-kernel options and ip=dhcp to the command line and reports what it can check (the kernel booted, the DHCP lease) instead of waiting for ssh.";
+/// The one line `up` prints on such hosts.
+pub const KERNEL_ONLY_NOTE: &str = "note: this host's KVM cannot run guest user space (no vmx/svm in /proc/cpuinfo: a PVM host); vmctl checks that each kernel boots and gets its DHCP lease instead of waiting for ssh";
 
 #[cfg(test)]
 mod tests {

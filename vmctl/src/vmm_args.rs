@@ -62,6 +62,7 @@ pub const FLAGS_USED: &[&str] = &[
     "--api-socket",
     "--boot-marker",
     "--shutdown-timeout",
+    "-v",
 ];
 
 /// A value inside a `key=value,...` option: quoted when it holds a comma or `=`, as the VMM's
@@ -129,6 +130,9 @@ impl VmmInvocation {
             push("--boot-marker", m.clone());
         }
         push("--shutdown-timeout", self.shutdown_timeout_secs.to_string());
+        // Info level: vmm.log then says why the VMM exited, a power-off included, which is how
+        // `down` tells a guest that powered off from one that crashed.
+        a.push("-v".into());
         // Keep file paths usable for the plain (non key=value) options too.
         for p in [
             Some(&self.kernel),
@@ -220,6 +224,7 @@ mod tests {
                 "/c/nodes/core-1/api.sock",
                 "--shutdown-timeout",
                 "30",
+                "-v",
             ]
         );
     }
@@ -259,7 +264,8 @@ mod tests {
                 "--share",
                 "--ignition",
                 "--api-socket",
-                "--shutdown-timeout"
+                "--shutdown-timeout",
+                "-v"
             ]
         );
     }

@@ -18,7 +18,7 @@ pub enum VmmError {
     #[error("cannot run {path} --help: {err}")]
     Run { path: PathBuf, err: std::io::Error },
     #[error(
-        "the VMM at {path} does not support {missing} yet (networking, 9p and the API socket come with the VMM's issue 5); nothing was started"
+        "the VMM at {path} lacks {missing}, which vmctl passes: use the vmm built from the same checkout (cargo build --release -p vmm), or set VMCTL_VMM; nothing was started"
     )]
     Unsupported { path: PathBuf, missing: String },
 }

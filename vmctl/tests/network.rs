@@ -6,94 +6,17 @@
 mod common;
 
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU32, Ordering};
 
-use common::{Env, kernel_stub};
+use common::{Env, Netns, kernel_stub};
 
-/// A network namespace, deleted (with whatever still runs in it) when dropped.
-struct Netns(String);
-
-impl Netns {
-    fn new(tag: &str) -> Self {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "vmctl-t{}-{tag}{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::SeqCst)
-        );
-        let out = Command::new("ip")
-            .args(["netns", "add", &name])
-            .output()
-            .expect("ip (iproute2) is needed");
-        assert!(
-            out.status.success(),
-            "ip netns add (needs root): {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let ns = Netns(name);
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
+/// Runs vmctl (with the stand-in VMM: these tests boot nothing) inside the namespace.
+fn vmctl_in(ns: &Netns, env: &Env, args: &[&str], extra_env: &[(&str, &str)]) -> Output {
+    let mut c = env.vmctl_in(Some(&ns.0));
+    c.args(args);
+    for (k, v) in extra_env {
+        c.env(k, v);
     }
-
-    fn ip(&self, args: &[&str]) -> String {
-        let out = Command::new("ip")
-            .arg("-n")
-            .arg(&self.0)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "ip -n {} {args:?}: {}",
-            self.0,
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn link(&self, dev: &str) -> Option<serde_json::Value> {
-        let out = Command::new("ip")
-            .args(["-n", &self.0, "-j", "-d", "link", "show", "dev", dev])
-            .output()
-            .unwrap();
-        if !out.status.success() {
-            return None;
-        }
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        v.as_array().and_then(|a| a.first().cloned())
-    }
-
-    /// Runs vmctl inside the namespace.
-    fn vmctl(&self, env: &Env, args: &[&str], extra_env: &[(&str, &str)]) -> Output {
-        let mut c = env.vmctl();
-        let prog = c.get_program().to_owned();
-        let mut inner = Command::new("ip");
-        inner.args(["netns", "exec", &self.0]).arg(prog).args(args);
-        for (k, v) in c.get_envs() {
-            match v {
-                Some(v) => inner.env(k, v),
-                None => inner.env_remove(k),
-            };
-        }
-        for (k, v) in extra_env {
-            inner.env(k, v);
-        }
-        inner.current_dir(&env.work);
-        c = inner;
-        c.output().unwrap()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        // dnsmasq or udhcpc left behind by a failed test would keep the namespace alive.
-        if let Ok(out) = Command::new("ip").args(["netns", "pids", &self.0]).output() {
-            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("kill").args(["-9", pid]).status();
-            }
-        }
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
+    c.output().unwrap()
 }
 
 fn ok(out: Output) -> String {
@@ -133,7 +56,8 @@ fn bridge_and_taps_get_the_files_mtu() {
     let env = Env::new();
     let ns = Netns::new("mtu");
     bridge_cluster(&env, "jumbo", 9000, "  - { name: core, count: 3 }\n");
-    let out = ok(ns.vmctl(
+    let out = ok(vmctl_in(
+        &ns,
         &env,
         &["net", "up", "jumbo"],
         &[("SUDO_UID", "4321"), ("SUDO_GID", "4322")],
@@ -203,12 +127,12 @@ fn bridge_and_taps_get_the_files_mtu() {
     let t1 = rec["nodes"][1]["tap"].as_str().unwrap().to_string();
     ns.ip(&["link", "set", "dev", &t0, "mtu", "1500"]);
     ns.ip(&["link", "del", "dev", &t1]);
-    ok(ns.vmctl(&env, &["net", "up", "jumbo"], &[]));
+    ok(vmctl_in(&ns, &env, &["net", "up", "jumbo"], &[]));
     assert_eq!(ns.link(&t0).unwrap()["mtu"], 9000);
     assert_eq!(ns.link(&t1).unwrap()["master"], "br-jumbo");
     assert_eq!(ns.link("br-jumbo").unwrap()["mtu"], 9000);
 
-    ok(ns.vmctl(&env, &["net", "down", "jumbo"], &[]));
+    ok(vmctl_in(&ns, &env, &["net", "down", "jumbo"], &[]));
     assert!(ns.link("br-jumbo").is_none());
     assert!(ns.link(&t0).is_none());
     let pids = Command::new("ip")
@@ -233,7 +157,7 @@ fn dnsmasq_hands_each_node_its_lease_and_name() {
         1500,
         "  - { name: core, count: 2 }\n  - { name: etcd }\n",
     );
-    ok(ns.vmctl(&env, &["net", "up", "dhcp"], &[]));
+    ok(vmctl_in(&ns, &env, &["net", "up", "dhcp"], &[]));
     let rec = record(&env, "dhcp");
     let nodes = rec["nodes"].as_array().unwrap().clone();
     let leases = env.home.join("clusters/dhcp/net/dnsmasq.leases");
@@ -358,53 +282,6 @@ fn dnsmasq_hands_each_node_its_lease_and_name() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    ok(ns.vmctl(&env, &["net", "down", "dhcp"], &[]));
+    ok(vmctl_in(&ns, &env, &["net", "down", "dhcp"], &[]));
     drop(clients);
-}
-
-#[test]
-#[ignore = "needs root and network namespaces; run by scripts/test.sh"]
-fn bridge_mode_up_starts_dnsmasq_and_vms_on_their_taps() {
-    let env = Env::new();
-    let ns = Netns::new("up");
-    bridge_cluster(&env, "brup", 1500, "  - { name: core, count: 2 }\n");
-    std::fs::write(
-        env.work.join("brup.yaml"),
-        std::fs::read_to_string(env.work.join("brup.yaml"))
-            .unwrap()
-            .replace(
-                "nodes:",
-                "defaults: { memory: 256, root_size: 64M }\nnodes:",
-            ),
-    )
-    .unwrap();
-    let out = ok(ns.vmctl(&env, &["up", "brup", "--no-wait"], &[]));
-    assert!(
-        out.contains("core-1: started") && out.contains("core-2: started"),
-        "{out}"
-    );
-    let rec = record(&env, "brup");
-    for node in rec["nodes"].as_array().unwrap() {
-        let name = node["name"].as_str().unwrap();
-        let args = std::fs::read_to_string(env.node_dir("brup", name).join("vmm.args")).unwrap();
-        assert!(
-            args.contains(&format!(
-                "--net\ntap={},mac={}\n",
-                node["tap"].as_str().unwrap(),
-                node["mac"].as_str().unwrap()
-            )),
-            "{args}"
-        );
-        assert_eq!(
-            ns.link(node["tap"].as_str().unwrap()).unwrap()["master"],
-            "br-brup"
-        );
-        env.wait_started("brup", name);
-    }
-    let out = ok(ns.vmctl(&env, &["down", "-c", "brup"], &[]));
-    assert_eq!(out.matches(": stopped").count(), 2, "{out}");
-    assert!(
-        ns.link("br-brup").is_none(),
-        "a whole-cluster down takes the network down"
-    );
 }

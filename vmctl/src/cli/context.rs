@@ -159,6 +159,7 @@ mod tests {
                 kernel: "k".into(),
                 initrd: None,
                 cmdline: String::new(),
+                boot_marker: None,
             },
             network: Network {
                 mode: NetMode::User,

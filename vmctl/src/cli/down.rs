@@ -1,4 +1,5 @@
-//! `vmctl down [NODE]`: graceful power-off, then a hard stop after --timeout. Works after the
+//! `vmctl down [NODE]`: the power button (API `shutdown`), then after --timeout the API's
+//! `power-off`, and SIGKILL for a VMM that does not answer. Works after the
 //! VMM was killed (stale pid and socket files are found and removed). Stopping the whole
 //! cluster also takes its network down; disks stay.
 
@@ -71,14 +72,21 @@ pub fn stop_all(dir: &crate::state::ClusterDir, names: &[String], timeout: Durat
         if let Ok((name, outcome)) = h.join() {
             match outcome {
                 Stopped::NotRunning => println!("{name}: not running"),
-                Stopped::StaleCleaned => {
-                    println!("{name}: its VMM had died; removed the stale pid file and socket")
-                }
-                Stopped::Graceful => println!("{name}: stopped"),
-                Stopped::Killed => println!(
-                    "{name}: did not power off within {}s; stopped hard",
+                Stopped::StaleCleaned => println!(
+                    "{name}: its VMM had exited {}; removed the stale pid file and socket",
+                    process::exit_reason(&dir.node(&name).vmm_log())
+                        .map_or("without a word (killed?)".to_string(), |r| format!("({r})"))
+                ),
+                Stopped::Graceful => println!("{name}: powered off"),
+                Stopped::VmmTimedOut => println!(
+                    "{name}: did not power off after the power button; its VMM stopped it after its shutdown timeout"
+                ),
+                Stopped::Exited(why) => println!("{name}: its VMM exited meanwhile: {why}"),
+                Stopped::PoweredOff => println!(
+                    "{name}: did not power off within {}s of the power button; stopped it (API power-off)",
                     timeout.as_secs()
                 ),
+                Stopped::Killed => println!("{name}: its VMM did not stop; killed it (SIGKILL)"),
             }
         }
     }

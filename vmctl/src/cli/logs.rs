@@ -1,6 +1,6 @@
 //! `vmctl logs NODE [-f]`: the node's serial console log.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
@@ -64,13 +64,13 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         }
         out.flush()?;
         std::thread::sleep(Duration::from_millis(200));
-        // A log that was replaced (a new start) is reopened from its beginning.
-        let pos = f.stream_position()?;
-        if std::fs::metadata(&path)
-            .map(|m| m.len() < pos)
-            .unwrap_or(false)
+        // A log that was replaced (a new start rotates it) is reopened from its beginning.
+        use std::os::unix::fs::MetadataExt;
+        let current = f.metadata()?.ino();
+        if let Ok(newer) = std::fs::File::open(&path)
+            && newer.metadata()?.ino() != current
         {
-            f.seek(SeekFrom::Start(0))?;
+            f = newer;
         }
     }
     out.flush()?;

@@ -14,13 +14,13 @@ use rustix::process::{Pid, Signal, kill_process};
 use sd_notify::NotifyState;
 
 use super::Context;
-use super::up::ssh_addr;
 use crate::cluster::{Cluster, Node};
 use crate::host::{self, Kvm};
 use crate::net;
-use crate::node::{process, readiness, start};
+use crate::node::readiness::{self, Purpose};
+use crate::node::{process, start};
 use crate::state::pidfile::Liveness;
-use crate::state::{self, NodeDir};
+use crate::state::{self, ClusterDir};
 use crate::vmm_binary;
 
 /// The VMM's exit status for a guest that asked to reboot (docs/vmm.md).
@@ -48,7 +48,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
 
     let mut first = true;
     loop {
-        let (cluster, node, nd, mut child) = start_once(
+        let (cluster, dir, node, mut child) = start_once(
             ctx,
             &cluster_name,
             &node_name,
@@ -58,6 +58,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
             first,
         )?;
         first = false;
+        let nd = dir.node(&node.name);
         if std::env::var_os("INVOCATION_ID").is_some() {
             // Started by systemd: `down` must stop it through systemd.
             let _ = state::write_atomic(
@@ -65,7 +66,7 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
                 format!("vm@{}.service\n", args.node).as_bytes(),
             );
         }
-        let status = supervise(&cluster, &node, &nd, &mut child, kvm, &stop)?;
+        let status = supervise(&cluster, &dir, &node, &mut child, kvm, &stop)?;
         // No lock: this node's files are ours alone while its VMM is our child, and `down` may
         // hold the cluster lock while it waits (through systemctl stop) for us to finish.
         process::clean(&nd);
@@ -93,7 +94,7 @@ fn start_once(
     kvm: Kvm,
     shutdown_timeout: u64,
     first: bool,
-) -> anyhow::Result<(Cluster, Node, NodeDir, Child)> {
+) -> anyhow::Result<(Cluster, ClusterDir, Node, Child)> {
     let locked = ctx.open(cluster_name, "run")?;
     let Some(node) = locked.cluster.node(node_name).cloned() else {
         bail!("cluster {cluster_name} has no node {node_name}: see vmctl status -c {cluster_name}");
@@ -116,13 +117,13 @@ fn start_once(
         NotifyState::MainPid(std::process::id()),
         NotifyState::Status("booting"),
     ]);
-    Ok((locked.cluster.clone(), node, nd, child))
+    Ok((locked.cluster.clone(), locked.dir.clone(), node, child))
 }
 
 fn supervise(
     cluster: &Cluster,
+    dir: &ClusterDir,
     node: &Node,
-    nd: &NodeDir,
     child: &mut Child,
     kvm: Kvm,
     stop: &AtomicBool,
@@ -133,26 +134,22 @@ fn supervise(
         if let Some(status) = child.try_wait()? {
             return Ok(status);
         }
-        if !ready {
-            let booted = match kvm {
-                Kvm::Full => ssh_addr(cluster, node).is_some_and(readiness::ssh_answers),
-                _ => readiness::kernel_booted(&nd.console_log()).is_some(),
-            };
-            if booted {
-                ready = true;
-                let what = match kvm {
-                    Kvm::Full => "up: ssh answers".to_string(),
-                    _ => "kernel booted (this host cannot run guest user space)".to_string(),
-                };
-                let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status(&what)]);
-                eprintln!("{}: {what}", node.name);
-            }
+        if !ready
+            && let Some(what) = readiness::observe(cluster, node, dir, kvm, Purpose::Run).up(
+                cluster,
+                kvm,
+                Purpose::Run,
+            )
+        {
+            ready = true;
+            let _ = sd_notify::notify(&[NotifyState::Ready, NotifyState::Status(&what)]);
+            eprintln!("{}: {what}", node.name);
         }
         if stop.load(Ordering::SeqCst) && !forwarded {
             forwarded = true;
             let _ = sd_notify::notify(&[NotifyState::Stopping]);
-            // The VMM turns SIGTERM into an ACPI power-off request and stops the guest hard
-            // after its --shutdown-timeout.
+            // The VMM turns SIGTERM into the ACPI power button and stops the guest hard after
+            // its --shutdown-timeout.
             if let Some(pid) = i32::try_from(child.id()).ok().and_then(Pid::from_raw) {
                 let _ = kill_process(pid, Signal::TERM);
             }

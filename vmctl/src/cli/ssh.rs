@@ -35,6 +35,8 @@ pub fn ssh_args(
         format!("UserKnownHostsFile={}", known_hosts.display()).into(),
         "-o".into(),
         "StrictHostKeyChecking=accept-new".into(),
+        "-o".into(),
+        "ConnectTimeout=10".into(),
     ];
     for pubkey in &node.ssh_key_files {
         let private = pubkey.with_extension("");
@@ -70,8 +72,8 @@ pub fn run(ctx: &Context, args: Args) -> anyhow::Result<()> {
         bail!("{node} has no address recorded: run vmctl up {cluster} again");
     };
     if crate::host::kvm() == crate::host::Kvm::KernelOnly {
-        eprintln!(
-            "note: guests cannot run user space on this host (no vmx/svm), so no sshd answers here"
+        bail!(
+            "guests cannot run user space on this host (no vmx/svm in /proc/cpuinfo), so no sshd can answer: see what {node} did with vmctl logs {cluster}:{node}"
         );
     }
     a.extend(args.rest);
@@ -112,6 +114,7 @@ mod tests {
                 kernel: "k".into(),
                 initrd: None,
                 cmdline: String::new(),
+                boot_marker: None,
             },
             network: Network {
                 mode: NetMode::User,
@@ -135,6 +138,8 @@ mod tests {
                 "UserKnownHostsFile=/s/known_hosts",
                 "-o",
                 "StrictHostKeyChecking=accept-new",
+                "-o",
+                "ConnectTimeout=10",
                 "-i",
                 &key,
                 "-p",

@@ -1,15 +1,20 @@
 //! `vmctl status [CLUSTER]`: one line per node.
 
+use std::time::Duration;
+
 use serde::Serialize;
 
 use super::Context;
+use crate::api::{self, Request};
 use crate::cluster::Cluster;
 use crate::cluster::spec::NetMode;
 use crate::host::{self, Kvm};
-use crate::net::{dnsmasq, leases};
 use crate::node::{process, readiness};
 use crate::state::ClusterDir;
 use crate::state::pidfile::Liveness;
+
+/// A VMM that does not answer its status in this time is reported without it.
+const API_WAIT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -29,22 +34,44 @@ pub struct Row {
     pub mac: String,
     pub lease: Option<String>,
     pub reach: String,
+    /// The VMM's own `status` answer (uptime, boot marker, devices) while it runs.
+    pub vmm: Option<serde_json::Value>,
 }
 
 pub fn rows(cluster: &Cluster, dir: &ClusterDir, kvm: Kvm) -> Vec<Row> {
-    let lease_file = dnsmasq::files(&dir.net()).leases;
     cluster
         .nodes
         .iter()
         .map(|n| {
             let nd = dir.node(&n.name);
+            let mut vmm = None;
             let (state, pid) = match process::liveness(&nd) {
                 Liveness::Running(r) => {
-                    let booted = readiness::kernel_booted(&nd.console_log()).is_some();
-                    let s = match (kvm, booted) {
-                        (Kvm::Full, _) => "running",
-                        (_, true) => "running (kernel booted)",
-                        (_, false) => "running (booting)",
+                    let reply = api::call(&nd.api_socket(), &Request::Status, API_WAIT).ok();
+                    let marker = reply
+                        .as_ref()
+                        .and_then(|r| r.boot_marker.as_ref())
+                        .is_some_and(|m| m.seen);
+                    vmm = reply.map(|r| {
+                        let mut m = r.rest;
+                        m.insert("state".into(), r.state.into());
+                        m.insert("uptime_ms".into(), r.uptime_ms.into());
+                        m.insert(
+                            "boot_marker".into(),
+                            r.boot_marker.map_or(serde_json::Value::Null, |b| {
+                                serde_json::json!({"text": b.text, "seen": b.seen, "at_ms": b.at_ms})
+                            }),
+                        );
+                        serde_json::Value::Object(m)
+                    });
+                    let s = match (kvm, &cluster.image.boot_marker) {
+                        (_, Some(_)) if marker => "running",
+                        (_, Some(_)) => "running (booting)",
+                        (Kvm::Full, None) => "running",
+                        _ if readiness::kernel_booted(&nd.console_log()).is_some() => {
+                            "running (kernel booted)"
+                        }
+                        _ => "running (booting)",
                     };
                     (s.to_string(), Some(r.pid))
                 }
@@ -52,7 +79,7 @@ pub fn rows(cluster: &Cluster, dir: &ClusterDir, kvm: Kvm) -> Vec<Row> {
                 Liveness::None if nd.root_disk().exists() => ("stopped".to_string(), None),
                 Liveness::None => ("not created".to_string(), None),
             };
-            let lease = leases::for_mac(&lease_file, &n.mac).map(|l| l.ip.to_string());
+            let lease = readiness::lease(cluster, n, dir).map(|(ip, _)| ip.to_string());
             let reach = match (kvm, cluster.network.mode) {
                 (Kvm::KernelOnly, _) => String::from("no guest user space on this host:"),
                 (_, NetMode::Bridge) => n.ip.map(|ip| format!("ssh core@{ip}")).unwrap_or_default(),
@@ -73,6 +100,7 @@ pub fn rows(cluster: &Cluster, dir: &ClusterDir, kvm: Kvm) -> Vec<Row> {
                 mac: n.mac.clone(),
                 lease,
                 reach: format!("{reach} {how}"),
+                vmm,
             }
         })
         .collect()

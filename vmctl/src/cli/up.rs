@@ -1,7 +1,6 @@
 //! `vmctl up NAME|FILE`: bring the cluster to what its file says, leaving running VMs alone.
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -13,8 +12,9 @@ use crate::cluster::resolve::{self, Previous};
 use crate::cluster::spec::NetMode;
 use crate::cluster::{Cluster, lookup};
 use crate::host::{self, Kvm};
-use crate::net::{self, leases};
-use crate::node::{Settings, process, readiness, start};
+use crate::net;
+use crate::node::readiness::{self, Purpose};
+use crate::node::{Settings, process, start};
 use crate::state::pidfile::Liveness;
 use crate::state::{self, NodeDir};
 use crate::store::{Images, Store};
@@ -222,7 +222,8 @@ fn report_running(cluster: &Cluster, node: &crate::cluster::Node, images: &Image
     }
 }
 
-/// Waits for each started node to boot; returns one message per node that did not.
+/// Waits for each started node to boot; prints what was verified for each; returns one message
+/// per node that did not come up.
 fn wait_booted(
     cluster: &Cluster,
     dir: &state::ClusterDir,
@@ -233,40 +234,63 @@ fn wait_booted(
     let deadline = Instant::now() + timeout;
     let mut pending: Vec<&String> = nodes.iter().collect();
     let mut failed = Vec::new();
+    let mut last = std::collections::HashMap::new();
     while !pending.is_empty() {
         pending.retain(|name| {
             let nd = dir.node(name);
             let Some(node) = cluster.node(name) else {
                 return false;
             };
-            if !matches!(process::liveness(&nd), Liveness::Running(_)) {
+            // Looked at before the liveness check, which removes a dead VMM's pid file (the
+            // time a lease must be newer than).
+            let seen = readiness::observe(cluster, node, dir, kvm, Purpose::Up);
+            let running = matches!(process::liveness(&nd), Liveness::Running(_));
+            let reason = || {
+                process::exit_reason(&nd.vmm_log())
+                    .unwrap_or_else(|| "without a word (killed?)".into())
+            };
+            if let Some(what) = seen.up(cluster, kvm, Purpose::Up) {
+                if running {
+                    println!("{name}: {what}");
+                } else if kvm == Kvm::KernelOnly {
+                    // Where no guest user space runs, the guest's first step into it can end
+                    // the VM: what could be verified was verified.
+                    println!(
+                        "{name}: {what}; its first step into user space then ended the VM, as expected on this host ({})",
+                        reason()
+                    );
+                } else {
+                    failed.push(format!(
+                        "{name}: {what}, but its VMM exited: {} (see vmctl logs {}:{name})",
+                        reason(),
+                        cluster.name
+                    ));
+                }
+                return false;
+            }
+            if !running {
                 failed.push(format!(
-                    "{name}: the VMM exited during boot: {}",
-                    process::last_line(&nd.vmm_log())
+                    "{name}: the VMM exited during boot: {} (see vmctl logs {}:{name})",
+                    process::exit_reason(&nd.vmm_log())
+                        .unwrap_or_else(|| process::last_line(&nd.vmm_log())),
+                    cluster.name
                 ));
                 return false;
             }
-            let booted = match kvm {
-                Kvm::Full => ssh_addr(cluster, node).is_some_and(readiness::ssh_answers),
-                _ => readiness::kernel_booted(&nd.console_log()).is_some(),
-            };
-            if booted {
-                let lease = leases::for_mac(&net_leases(dir), &node.mac)
-                    .map(|l| format!(", DHCP lease {} handed to {}", l.ip, l.mac))
-                    .unwrap_or_default();
-                match kvm {
-                    Kvm::Full => println!("{name}: up (ssh answers){lease}"),
-                    _ => println!(
-                        "{name}: kernel booted (user space cannot run on this host){lease}"
-                    ),
-                }
-            }
-            !booted
+            last.insert(name.to_string(), seen);
+            true
         });
+        if pending.is_empty() {
+            break;
+        }
         if Instant::now() >= deadline {
             for name in &pending {
+                let why = last
+                    .get(name.as_str())
+                    .map(|o| o.missing(cluster, kvm))
+                    .unwrap_or_default();
                 failed.push(format!(
-                    "{name}: not booted after {}s (see vmctl logs {}:{name})",
+                    "{name}: not up after {}s: {why} (see vmctl logs {}:{name})",
                     timeout.as_secs(),
                     cluster.name
                 ));
@@ -276,18 +300,6 @@ fn wait_booted(
         std::thread::sleep(Duration::from_millis(500));
     }
     failed
-}
-
-fn net_leases(dir: &state::ClusterDir) -> std::path::PathBuf {
-    crate::net::dnsmasq::files(&dir.net()).leases
-}
-
-/// Where the node's sshd answers, as seen from the host.
-pub fn ssh_addr(cluster: &Cluster, node: &crate::cluster::Node) -> Option<SocketAddr> {
-    match cluster.network.mode {
-        NetMode::Bridge => node.ip.map(|ip| SocketAddr::from((ip, 22))),
-        NetMode::User => node.ssh_port.map(|p| SocketAddr::from(([127, 0, 0, 1], p))),
-    }
 }
 
 fn up_systemd(cluster: &Cluster, running: &[String], no_wait: bool) -> anyhow::Result<()> {

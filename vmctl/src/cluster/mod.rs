@@ -51,6 +51,9 @@ pub struct Image {
     pub kernel: PathBuf,
     pub initrd: Option<PathBuf>,
     pub cmdline: String,
+    /// A console line that shows the image booted (see [`spec::ImageSpec::boot_marker`]).
+    #[serde(default)]
+    pub boot_marker: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -244,6 +244,13 @@ impl Doc<'_> {
             kernel,
             initrd,
             cmdline: spec.image.cmdline.trim().to_string(),
+            boot_marker: spec
+                .image
+                .boot_marker
+                .as_deref()
+                .map(str::trim)
+                .filter(|m| !m.is_empty())
+                .map(str::to_string),
         })
     }
 

@@ -35,6 +35,9 @@ pub struct ImageSpec {
     /// Appended to the command line vmctl builds.
     #[serde(default)]
     pub cmdline: String,
+    /// Text of a console line that shows this image has booted, for images without sshd: `up`
+    /// and `vmctl run` wait for it instead of ssh (or the kernel and lease on PVM hosts).
+    pub boot_marker: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]

@@ -22,6 +22,10 @@ pub struct Files {
     start_err: PathBuf,
 }
 
+/// How long a lease lasts; dnsmasq's lease file records its expiry, so the time a lease was
+/// handed out is its expiry minus this.
+pub const LEASE_SECS: u64 = 12 * 3600;
+
 pub fn files(net_dir: &Path) -> Files {
     Files {
         conf: net_dir.join("dnsmasq.conf"),
@@ -45,7 +49,7 @@ pub fn conf(cluster: &Cluster, f: &Files) -> Option<String> {
          bind-interfaces\n\
          listen-address={gw}\n\
          # Only the nodes' MACs get addresses (dhcp-hosts): no pool for strangers.\n\
-         dhcp-range={net_addr},static,{mask},12h\n\
+         dhcp-range={net_addr},static,{mask},{LEASE_SECS}\n\
          dhcp-authoritative\n\
          dhcp-hostsfile={dhcp_hosts}\n\
          addn-hosts={hosts}\n\

@@ -143,7 +143,10 @@ pub fn invocation(
         ignition: node.ignition.is_some().then(|| dir.ignition()),
         console_log: dir.console_log(),
         api_socket: dir.api_socket(),
-        boot_marker: Some(readiness::boot_marker(kvm).to_string()),
+        boot_marker: Some(readiness::boot_marker(
+            kvm,
+            cluster.image.boot_marker.as_deref(),
+        )),
         shutdown_timeout_secs,
     })
 }

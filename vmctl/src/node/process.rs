@@ -79,6 +79,11 @@ fn command(vmm: &Path, inv: &VmmInvocation, dir: &NodeDir) -> Result<Command, Pr
         node: dir.name.clone(),
         err,
     })?;
+    // A socket left by a VMM that died would make the new one fail to bind.
+    let _ = std::fs::remove_file(dir.api_socket());
+    // One boot per log: what readiness looks for must come from this start, not the last.
+    let _ = std::fs::rename(dir.console_log(), dir.previous_console_log());
+    let _ = std::fs::rename(dir.vmm_log(), dir.previous_vmm_log());
     let log = OpenOptions::new()
         .create(true)
         .append(true)
@@ -93,8 +98,6 @@ fn command(vmm: &Path, inv: &VmmInvocation, dir: &NodeDir) -> Result<Command, Pr
         path: dir.vmm_log(),
         err,
     })?;
-    // A socket left by a VMM that died would make the new one fail to bind.
-    let _ = std::fs::remove_file(dir.api_socket());
     let mut cmd = Command::new(vmm);
     cmd.args(args).stdin(Stdio::null()).stdout(log).stderr(log2);
     Ok(cmd)
@@ -162,27 +165,52 @@ pub fn spawn_child(vmm: &Path, inv: &VmmInvocation, dir: &NodeDir) -> Result<Chi
 }
 
 /// The last non-empty line of a log, for one-line errors.
-pub fn last_line(path: &Path) -> String {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .map(|l| l.trim().to_string())
+/// Why the VMM exited, from its log: its last error or warning line, or the line saying the
+/// guest powered off or used the debug exit. None when it said nothing (killed).
+pub fn exit_reason(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| {
+            l.starts_with("error:")
+                || l.contains(" WARN ")
+                || l.contains(" ERROR ")
+                || l.ends_with(VMM_POWERED_OFF)
+                || l.ends_with("debug-exit port")
         })
+        .map(str::to_string)
+}
+
+/// The last error or warning line of a log (the VMM's exit reason), else its last line, for
+/// one-line errors.
+pub fn last_line(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines = || text.lines().rev().map(str::trim).filter(|l| !l.is_empty());
+    lines()
+        .find(|l| l.starts_with("error:") || l.contains(" WARN ") || l.contains(" ERROR "))
+        .or_else(|| lines().next())
+        .map(str::to_string)
         .unwrap_or_else(|| format!("no output (see {})", path.display()))
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Stopped {
     /// It was not running.
     NotRunning,
     /// It was gone already; its stale pid file and socket were removed.
     StaleCleaned,
-    /// The guest powered off (or the VMM exited) within the timeout.
+    /// The guest powered off after the power button.
     Graceful,
-    /// It did not stop within the timeout and was killed.
+    /// The guest ignored the power button and the VMM stopped it after its own
+    /// `--shutdown-timeout`.
+    VmmTimedOut,
+    /// The VMM exited for another reason meanwhile (a guest crash, a reboot): its log's line.
+    Exited(String),
+    /// The guest ignored the power button for the whole timeout; the API's `power-off` stopped it
+    /// (disks flushed).
+    PoweredOff,
+    /// The VMM did not answer or did not stop: killed with SIGKILL.
     Killed,
 }
 
@@ -208,8 +236,14 @@ fn wait_gone(rec: PidRecord, timeout: Duration) -> bool {
     }
 }
 
-/// Asks the guest to power off (API `shutdown`, else SIGTERM, which the VMM turns into the
-/// same), waits up to `timeout`, then kills the VMM.
+/// What the VMM logs when it stops a guest that ignored the power button (exit status 6), and
+/// when the guest powered off (status 0).
+const VMM_TIMED_OUT: &str = "did not power off within";
+const VMM_POWERED_OFF: &str = "guest powered off";
+
+/// Presses the guest's power button (API `shutdown`; SIGTERM, which the VMM takes the same way,
+/// when the socket does not answer), waits up to `timeout` for it to power off, then stops it
+/// with the API's `power-off`, and kills a VMM that still does not go.
 pub fn stop(dir: &NodeDir, timeout: Duration) -> Stopped {
     let rec = match liveness(dir) {
         Liveness::None => return Stopped::NotRunning,
@@ -217,8 +251,8 @@ pub fn stop(dir: &NodeDir, timeout: Duration) -> Stopped {
         Liveness::Running(rec) => rec,
     };
     if let Some(unit) = systemd_unit(dir) {
-        // systemd sends SIGTERM to vmctl run, which powers the guest off; its own stop timeout
-        // then applies.
+        // systemd sends SIGTERM to vmctl run, which presses the power button; its own stop
+        // timeout then applies.
         let ok = std::process::Command::new("systemctl")
             .args(["stop", &unit])
             .status()
@@ -228,24 +262,57 @@ pub fn stop(dir: &NodeDir, timeout: Duration) -> Stopped {
             return Stopped::Graceful;
         }
     }
-    let asked = api::Client::connect(&dir.api_socket(), Duration::from_secs(2))
-        .and_then(|mut c| c.call(&Request::Shutdown))
-        .is_ok();
-    if !asked {
-        signal(rec, Signal::TERM);
+    let api_wait = Duration::from_secs(2);
+    let log_before = std::fs::metadata(dir.vmm_log()).map_or(0, |m| m.len());
+    match api::call(&dir.api_socket(), &Request::Shutdown, api_wait) {
+        Ok(_) => {}
+        // Pressed already (another down, or systemd): keep waiting for that.
+        Err(api::ApiError::Refused { message, .. }) if message.contains("already") => {}
+        Err(e) => {
+            tracing::info!("{}: {e}; sending SIGTERM instead", dir.name);
+            signal(rec, Signal::TERM);
+        }
     }
     let outcome = if wait_gone(rec, timeout) {
-        Stopped::Graceful
+        let said = log_tail(&dir.vmm_log(), log_before);
+        if said.contains(VMM_TIMED_OUT) {
+            Stopped::VmmTimedOut
+        } else if said.contains(VMM_POWERED_OFF) {
+            Stopped::Graceful
+        } else {
+            Stopped::Exited(
+                exit_reason(&dir.vmm_log()).unwrap_or_else(|| "without a word (killed?)".into()),
+            )
+        }
     } else {
-        tracing::warn!(
-            "{}: still running after {}s; stopping it hard",
+        tracing::info!(
+            "{}: still running {}s after the power button; powering it off",
             dir.name,
             timeout.as_secs()
         );
-        signal(rec, Signal::KILL);
-        wait_gone(rec, Duration::from_secs(5));
-        Stopped::Killed
+        let asked = api::call(&dir.api_socket(), &Request::PowerOff, api_wait).is_ok();
+        if asked && wait_gone(rec, Duration::from_secs(10)) {
+            Stopped::PoweredOff
+        } else {
+            signal(rec, Signal::KILL);
+            wait_gone(rec, Duration::from_secs(5));
+            Stopped::Killed
+        }
     };
     clean(dir);
     outcome
+}
+
+/// What a log gained after `from` bytes.
+fn log_tail(path: &Path, from: u64) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut s = String::new();
+    if let Ok(mut f) = std::fs::File::open(path)
+        && f.seek(SeekFrom::Start(from)).is_ok()
+    {
+        let mut buf = Vec::new();
+        let _ = f.take(1 << 20).read_to_end(&mut buf);
+        s = String::from_utf8_lossy(&buf).into_owned();
+    }
+    s
 }

@@ -157,11 +157,19 @@ impl NodeDir {
     pub fn console_log(&self) -> PathBuf {
         self.path.join("console.log")
     }
+    /// The console log of the start before this one.
+    pub fn previous_console_log(&self) -> PathBuf {
+        self.path.join("console.log.1")
+    }
     pub fn api_socket(&self) -> PathBuf {
         self.path.join("api.sock")
     }
     pub fn pid_file(&self) -> PathBuf {
         self.path.join("vmm.pid")
+    }
+    /// The VMM's log of the start before this one.
+    pub fn previous_vmm_log(&self) -> PathBuf {
+        self.path.join("vmm.log.1")
     }
     pub fn vmm_log(&self) -> PathBuf {
         self.path.join("vmm.log")
