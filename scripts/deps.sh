@@ -6,3 +6,5 @@ BUILD_PKGS=(build-essential pkg-config curl ca-certificates git)
 IMAGE_PKGS=(e2fsprogs squashfs-tools cpio libarchive-tools gzip bzip2 xz-utils zstd file openssh-client python3 coreutils util-linux bc time)
 # VM tests: the test kernel build, the test guest, QEMU as the baseline, networking.
 VM_PKGS=(qemu-system-x86 busybox-static iproute2 dnsmasq-base passt systemd iputils-ping socat)
+# Fuzzing (scripts/fuzz.sh): libFuzzer's C++ and the tools that make the seed corpora.
+FUZZ_PKGS=(build-essential cpio squashfs-tools gzip xz-utils zstd openssh-client python3)
