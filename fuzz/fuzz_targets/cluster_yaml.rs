@@ -49,7 +49,11 @@ fn check_error(e: &ClusterError, text: &str) {
     assert!(!msg.contains('\n'), "a multi-line error: {msg:?}");
     if let ClusterError::At { line, column, .. } = e {
         // YAML ends a line at LF, CRLF or a lone CR.
-        let lines = text.replace("\r\n", "\n").replace('\r', "\n").split('\n').count();
+        let lines = text
+            .replace("\r\n", "\n")
+            .replace('\r', "\n")
+            .split('\n')
+            .count();
         assert!(
             *line >= 1 && *line <= lines + 1 && *column >= 1,
             "position {line}:{column} outside a text of {lines} lines: {msg}"
@@ -79,7 +83,12 @@ fn check_cluster(c: &Cluster) {
         let first = u8::from_str_radix(&n.mac[..2], 16).expect("hex MAC");
         assert_eq!(first & 3, 2, "MAC {} not local unicast", n.mac);
         assert!(macs.insert(n.mac.clone()), "MAC {} twice", n.mac);
-        for f in n.user_data.iter().chain(&n.ignition).chain(&n.ssh_key_files) {
+        for f in n
+            .user_data
+            .iter()
+            .chain(&n.ignition)
+            .chain(&n.ssh_key_files)
+        {
             assert!(f.is_absolute() && f.is_file(), "{}", f.display());
         }
         assert_eq!(n.cmdline.trim(), n.cmdline);
@@ -144,5 +153,8 @@ fuzz_target!(|data: &[u8]| {
         },
     )
     .expect("a file that resolved resolves again");
-    assert_eq!(again, first, "resolving with the previous run changed the cluster");
+    assert_eq!(
+        again, first,
+        "resolving with the previous run changed the cluster"
+    );
 });

@@ -23,7 +23,11 @@ enum Reading {
 /// (raw name, mode, size, data read) per entry.
 type Seen = Vec<(String, u32, u64, Vec<u8>)>;
 
-fn run(input: &[u8], reading: Reading, stop_after: Option<u64>) -> (Result<WalkSummary, WalkError>, Seen) {
+fn run(
+    input: &[u8],
+    reading: Reading,
+    stop_after: Option<u64>,
+) -> (Result<WalkSummary, WalkError>, Seen) {
     let mut seen: Seen = Vec::new();
     let result = walk(input, |e, r| {
         assert_eq!(e.name, normalize_name(&e.raw_name));
@@ -51,7 +55,9 @@ fn run(input: &[u8], reading: Reading, stop_after: Option<u64>) -> (Result<WalkS
 }
 
 fn meta(seen: &Seen) -> Vec<(String, u32, u64)> {
-    seen.iter().map(|(n, m, s, _)| (n.clone(), *m, *s)).collect()
+    seen.iter()
+        .map(|(n, m, s, _)| (n.clone(), *m, *s))
+        .collect()
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -129,4 +135,3 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(z_seen, seen);
     }
 });
-

@@ -227,8 +227,8 @@ fn run(u: &mut Unstructured) -> Result<()> {
                     // Starts a DMA at whatever address the two halves make.
                     (8, 4) => {
                         let low = u32::from_be_bytes(bytes[..4].try_into().expect("4"));
-                        let at = (u64::from(std::mem::take(&mut model.dma_high)) << 32)
-                            | u64::from(low);
+                        let at =
+                            (u64::from(std::mem::take(&mut model.dma_high)) << 32) | u64::from(low);
                         checked_dma(&mem, &mut model, at, || dev.write(BASE, off, &bytes));
                     }
                     _ => dev.write(BASE, off, &bytes),

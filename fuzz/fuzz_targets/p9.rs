@@ -30,8 +30,18 @@ const SETID: u32 = (libc::S_ISUID | libc::S_ISGID) as u32;
 /// The read-only policy from the type byte and flags alone.
 fn must_refuse(frame: &[u8]) -> bool {
     match frame[4] {
-        t::LCREATE | t::SYMLINK | t::MKNOD | t::RENAME | t::RENAMEAT | t::UNLINKAT | t::LINK
-        | t::MKDIR | t::REMOVE | t::WRITE | t::SETATTR | t::XATTRCREATE => true,
+        t::LCREATE
+        | t::SYMLINK
+        | t::MKNOD
+        | t::RENAME
+        | t::RENAMEAT
+        | t::UNLINKAT
+        | t::LINK
+        | t::MKDIR
+        | t::REMOVE
+        | t::WRITE
+        | t::SETATTR
+        | t::XATTRCREATE => true,
         t::LOPEN => {
             let flags = u32::from_le_bytes(frame[11..15].try_into().expect("parsed Tlopen"));
             flags & 3 != 0
@@ -122,7 +132,11 @@ fn pure_checks(frame: &[u8]) {
     }
     let setattr_mode = req.kind == Kind::Setattr && req.u32("valid").unwrap_or(0) & 1 != 0;
     if matches!(req.kind, Kind::Lcreate | Kind::Mkdir | Kind::Mknod) || setattr_mode {
-        assert_eq!(again.u32("mode").expect("mode") & SETID, 0, "set-ID bits left");
+        assert_eq!(
+            again.u32("mode").expect("mode") & SETID,
+            0,
+            "set-ID bits left"
+        );
     }
 }
 
@@ -281,7 +295,10 @@ fuzz_target!(|data: &[u8]| {
         }
         if reply[4] != RLERROR {
             for ino in qids(&reply) {
-                assert!(fx.inodes.contains(&ino), "qid inode {ino} is outside the share");
+                assert!(
+                    fx.inodes.contains(&ino),
+                    "qid inode {ino} is outside the share"
+                );
             }
         }
     }

@@ -62,14 +62,20 @@ fuzz_target!(|data: &[u8]| {
                 let last = spans.last().expect("a parsed chain has descriptors");
                 let status = req.status.raw_value();
                 assert!(in_memory(status, 1), "status {status:#x} outside memory");
-                assert!(last.2 && status + 1 == last.1, "status is not the last byte of the last writable descriptor");
+                assert!(
+                    last.2 && status + 1 == last.1,
+                    "status is not the last byte of the last writable descriptor"
+                );
                 let sum: u64 = req.data.iter().map(|d| u64::from(d.len)).sum();
                 assert_eq!(u64::from(req.data_len), sum);
                 let data_writable = matches!(req.kind, RequestKind::In { .. } | RequestKind::GetId);
                 for &Segment { addr, len } in &req.data {
                     let a = addr.raw_value();
                     assert!(len > 0, "empty data segment");
-                    assert!(in_memory(a, u64::from(len)), "data {a:#x}+{len} outside memory");
+                    assert!(
+                        in_memory(a, u64::from(len)),
+                        "data {a:#x}+{len} outside memory"
+                    );
                     assert!(
                         inside(&spans, a, u64::from(len), data_writable),
                         "data {a:#x}+{len} not inside a descriptor of the right direction"
@@ -88,7 +94,10 @@ fuzz_target!(|data: &[u8]| {
                         let end = sector
                             .checked_add(u64::from(req.data_len) / SECTOR_SIZE)
                             .expect("sector range overflows");
-                        assert!(end <= capacity, "request ends at {end}, disk has {capacity}");
+                        assert!(
+                            end <= capacity,
+                            "request ends at {end}, disk has {capacity}"
+                        );
                         assert!(sector.checked_mul(SECTOR_SIZE).is_some());
                     }
                     RequestKind::GetId => assert!(!req.data.is_empty()),
@@ -99,7 +108,10 @@ fuzz_target!(|data: &[u8]| {
                         for r in ranges {
                             assert!(r.sectors <= MAX_RANGE_SECTORS);
                             let end = r.sector.checked_add(u64::from(r.sectors));
-                            assert!(end.is_some_and(|e| e <= capacity), "range {r:?} past {capacity}");
+                            assert!(
+                                end.is_some_and(|e| e <= capacity),
+                                "range {r:?} past {capacity}"
+                            );
                             assert!(r.sector.checked_mul(SECTOR_SIZE).is_some());
                         }
                         if matches!(req.kind, RequestKind::Discard(_)) {
@@ -111,8 +123,14 @@ fuzz_target!(|data: &[u8]| {
             Err(f) => {
                 if let Some(status) = f.status {
                     let status = status.raw_value();
-                    assert!(in_memory(status, 1), "error status {status:#x} outside memory");
-                    assert!(inside(&spans, status, 1, true), "error status not in a writable descriptor");
+                    assert!(
+                        in_memory(status, 1),
+                        "error status {status:#x} outside memory"
+                    );
+                    assert!(
+                        inside(&spans, status, 1, true),
+                        "error status not in a writable descriptor"
+                    );
                 }
                 // The status the guest sees is one of the two virtio-blk error codes.
                 assert!(matches!(f.error.status(), 1 | 2));

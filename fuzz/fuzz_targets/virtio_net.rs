@@ -36,8 +36,20 @@ fn assert_accepted(hdr: &VirtioNetHdr, out: &VirtioNetHdr, frame_len: usize, all
     assert_eq!(out.flags & !NEEDS_CSUM, 0, "receive-only flags passed");
     assert_eq!(out.num_buffers, 0);
     assert_eq!(
-        (out.gso_type, out.hdr_len, out.gso_size, out.csum_start, out.csum_offset),
-        (hdr.gso_type, hdr.hdr_len, hdr.gso_size, hdr.csum_start, hdr.csum_offset)
+        (
+            out.gso_type,
+            out.hdr_len,
+            out.gso_size,
+            out.csum_start,
+            out.csum_offset
+        ),
+        (
+            hdr.gso_type,
+            hdr.hdr_len,
+            hdr.gso_size,
+            hdr.csum_start,
+            hdr.csum_offset
+        )
     );
     if hdr.flags & NEEDS_CSUM != 0 {
         assert!(allowed.csum);
@@ -51,7 +63,11 @@ fn assert_accepted(hdr: &VirtioNetHdr, out: &VirtioNetHdr, frame_len: usize, all
             }
         }
         1 | 4 => {
-            assert!(if hdr.gso_type == 1 { allowed.tso4 } else { allowed.tso6 });
+            assert!(if hdr.gso_type == 1 {
+                allowed.tso4
+            } else {
+                allowed.tso6
+            });
             assert!(hdr.flags & NEEDS_CSUM != 0 && hdr.gso_size > 0);
             assert!(usize::from(hdr.hdr_len) <= frame_len);
         }
@@ -100,9 +116,14 @@ fn tx_mode(u: &mut Unstructured) -> arbitrary::Result<()> {
             for d in &descs {
                 assert!(!d.is_write_only());
                 let a = d.addr().raw_value();
-                assert!(in_memory(a, u64::from(d.len())), "{a:#x}+{} outside", d.len());
+                assert!(
+                    in_memory(a, u64::from(d.len())),
+                    "{a:#x}+{} outside",
+                    d.len()
+                );
                 let mut part = vec![0u8; d.len() as usize];
-                mem.read_slice(&mut part, d.addr()).expect("checked in memory");
+                mem.read_slice(&mut part, d.addr())
+                    .expect("checked in memory");
                 expect.extend_from_slice(&part);
             }
             assert_eq!(expect.len(), len);
@@ -181,10 +202,7 @@ fn rx_mode(u: &mut Unstructured) -> arbitrary::Result<()> {
     }
     let old_used = queue.next_used();
     publish(&mut queue, &mem, &used).expect("used ring is in memory");
-    assert_eq!(
-        queue.next_used(),
-        old_used.wrapping_add(used.len() as u16)
-    );
+    assert_eq!(queue.next_used(), old_used.wrapping_add(used.len() as u16));
     let idx: u16 = mem
         .read_obj(GuestAddress(USED_RING + 2))
         .expect("in memory");

@@ -6,9 +6,7 @@
 //! values still possible.
 
 use arbitrary::{Result, Unstructured};
-use virtio_bindings::virtio_ring::{
-    VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
-};
+use virtio_bindings::virtio_ring::{VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{Bytes, GuestAddress};
 
@@ -136,7 +134,8 @@ pub fn build(u: &mut Unstructured) -> Result<Setup> {
 
     let avail = u.int_in_range(0..=size)?;
     let flags: u16 = u.arbitrary()?;
-    mem.write_obj(flags, GuestAddress(AVAIL_RING)).expect("in memory");
+    mem.write_obj(flags, GuestAddress(AVAIL_RING))
+        .expect("in memory");
     for slot in 0..avail {
         let head = if u.ratio(7u8, 8)? {
             u.int_in_range(0..=size - 1)?
@@ -169,7 +168,8 @@ pub fn build(u: &mut Unstructured) -> Result<Setup> {
     let (in_a, in_b) = rest.split_at(rest.len().min(room_a));
     mem.write_slice(in_a, GuestAddress(data_a)).expect("fits A");
     let in_b = &in_b[..in_b.len().min((C.1 - B.0) as usize)];
-    mem.write_slice(in_b, GuestAddress(B.0)).expect("fits B and C");
+    mem.write_slice(in_b, GuestAddress(B.0))
+        .expect("fits B and C");
     Ok(Setup { mem, queue, size })
 }
 

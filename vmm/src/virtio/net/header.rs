@@ -367,17 +367,16 @@ mod tests {
     /// bit of gso_type set was accepted and would have reached the TAP, which refuses it.
     #[test]
     fn ecn_without_gso_is_refused() {
-        let raw = [0x00, 0x80, 0x00, 0xcd, 0x00, 0x00, 0x05, 0x00, 0x00, 0x00, 0x00, 0x00];
+        let raw = [
+            0x00, 0x80, 0x00, 0xcd, 0x00, 0x00, 0x05, 0x00, 0x00, 0x00, 0x00, 0x00,
+        ];
         let h = VirtioNetHdr::from_bytes(&raw);
         assert_eq!(h.gso_type, 0x80);
         assert_eq!(check(&h, 60, &ALL), Err(HeaderError::EcnNotNegotiated));
         assert_eq!(check(&h, 60, &NONE), Err(HeaderError::EcnNotNegotiated));
         let mut buf = raw.to_vec();
         buf.resize(VNET_HDR_LEN + 60, 0);
-        assert_eq!(
-            check_buffer(&buf, &ALL),
-            Err(HeaderError::EcnNotNegotiated)
-        );
+        assert_eq!(check_buffer(&buf, &ALL), Err(HeaderError::EcnNotNegotiated));
     }
 
     #[test]
