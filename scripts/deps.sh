@@ -9,3 +9,5 @@ VMCTL_PKGS=(iproute2 dnsmasq-base passt)
 # VM tests: the test kernel build, the test guest, QEMU as the baseline, networking.
 # util-linux and mount: setpriv, unshare and mount for the unprivileged-VMM test.
 VM_PKGS=(qemu-system-x86 busybox-static iproute2 dnsmasq-base passt systemd iputils-ping socat util-linux mount)
+# Fuzzing (scripts/fuzz.sh): libFuzzer's C++ and the tools that make the seed corpora.
+FUZZ_PKGS=(build-essential cpio squashfs-tools gzip xz-utils zstd openssh-client python3)

@@ -140,7 +140,7 @@ fn describe(head: &[u8]) -> String {
         " (an ELF file)"
     } else if head.starts_with(b"hsqs") {
         " (a bare squashfs image: use it directly)"
-    } else if head.len() > 0x202 && &head[0x202..0x206] == b"HdrS" {
+    } else if head.get(0x202..0x206) == Some(b"HdrS") {
         " (a Linux kernel)"
     } else {
         ""
@@ -336,5 +336,28 @@ impl<R: Read> Read for Counted<R> {
         let n = self.inner.read(out)?;
         self.read += n as u64;
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fuzzer input (fuzz/ target cpio), cut down: junk of 0x203 to 0x205 bytes made the
+    /// error message's kernel check slice past the end and panic.
+    #[test]
+    fn junk_just_past_the_kernel_magic_offset_is_reported_not_a_panic() {
+        for len in 0x200..0x210 {
+            let junk = vec![b'x'; len];
+            let r = walk(&junk[..], |_, _| Ok(Visit::Continue));
+            assert!(
+                matches!(r, Err(WalkError::NotCpio { offset: 0, .. })),
+                "{len}: {r:?}"
+            );
+        }
+        let mut kernel = vec![0xebu8; 0x210];
+        kernel[0x202..0x206].copy_from_slice(b"HdrS");
+        let e = walk(&kernel[..], |_, _| Ok(Visit::Continue)).unwrap_err();
+        assert!(e.to_string().contains("(a Linux kernel)"), "{e}");
     }
 }

@@ -48,16 +48,24 @@ pub fn load(source: &Source, previous: &Previous<'_>) -> Result<Cluster, Cluster
             std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/")),
         ),
     };
-    let doc = Doc {
-        text: &text,
-        file: &file,
-    };
-    let spec = doc.parse()?;
-    let mut cluster = doc.resolve(&spec, &base, previous)?;
+    let mut cluster = load_str(&text, &file, &base, previous)?;
     if let Source::File(p) = source {
         cluster.source = Some(std::path::absolute(p).unwrap_or_else(|_| p.clone()));
     }
     Ok(cluster)
+}
+
+/// Checks and resolves a cluster file's text named `file`, its relative paths taken from `base`
+/// (what [`load`] does after reading the file; the fuzzer calls it directly).
+pub fn load_str(
+    text: &str,
+    file: &str,
+    base: &Path,
+    previous: &Previous<'_>,
+) -> Result<Cluster, ClusterError> {
+    let doc = Doc { text, file };
+    let spec = doc.parse()?;
+    doc.resolve(&spec, base, previous)
 }
 
 /// Parses the file (all per-field checks, none that look at other files).
@@ -93,7 +101,7 @@ impl Doc<'_> {
             });
         }
         yaml_serde::from_str::<ClusterFile>(self.text).map_err(|e| {
-            let message = strip_position(&e.to_string());
+            let message = one_line(&strip_position(&e.to_string()));
             match e.location() {
                 Some(l) => ClusterError::At {
                     file: self.file.to_string(),
@@ -110,7 +118,7 @@ impl Doc<'_> {
     }
 
     fn at(&self, path: &YamlPath, message: impl Into<String>) -> ClusterError {
-        let message = format!("{path}: {}", message.into());
+        let message = one_line(&format!("{path}: {}", message.into()));
         match locate(self.text, path) {
             Some((line, column)) => ClusterError::At {
                 file: self.file.to_string(),
@@ -509,6 +517,22 @@ fn io_reason(e: &std::io::Error) -> String {
     }
 }
 
+/// Escapes line breaks and other control characters: messages quote keys and paths from the
+/// file, and an error must stay one line (found by fuzzing, issue 7) that cannot drive the
+/// terminal.
+fn one_line(message: &str) -> String {
+    message
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 /// yaml_serde puts "at line L column C" in its messages; we put the position first instead.
 fn strip_position(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
@@ -546,5 +570,23 @@ mod tests {
             "did not find expected key, while parsing a block mapping"
         );
         assert_eq!(strip_position("at line x"), "at line x");
+    }
+
+    /// Fuzzer input (fuzz/ target cluster_yaml), cut down: a key spanning lines (a lone CR is a
+    /// YAML line break) made the unknown-field error three lines long.
+    #[test]
+    fn errors_quoting_the_file_stay_one_line() {
+        let text = "name: lab\nimage: { kernel: vmlinuz, cmdline\r\r\r\re=ttyS0\" }\nnodes: []\n";
+        let e = parse_str(text, "fuzz.yaml").unwrap_err().to_string();
+        assert!(e.contains("unknown field `cmdline\\n\\n\\ne=ttyS0"), "{e}");
+        assert!(!e.contains('\n'), "{e:?}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let text = "name: lab\nimage: { kernel: \"no\\nsuch\\u001b[31m\" }\nnodes: [{ name: a }]\n";
+        let e = load_str(text, "fuzz.yaml", dir.path(), &Previous::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no\\nsuch\\u{1b}[31m: no such file"), "{e}");
+        assert!(!e.contains('\n') && !e.contains('\u{1b}'), "{e:?}");
     }
 }

@@ -160,6 +160,11 @@ pub fn check(
     }
     let kind = hdr.gso_kind();
     if kind == VIRTIO_NET_HDR_GSO_NONE as u8 {
+        // ECN is never negotiated, and Linux reads gso_type 0x80 as an unknown GSO type (a TAP
+        // refuses the frame), so the bit is wrong without GSO too (found by fuzzing, issue 7).
+        if hdr.gso_type & VIRTIO_NET_HDR_GSO_ECN as u8 != 0 {
+            return Err(HeaderError::EcnNotNegotiated);
+        }
         if let Some(mtu) = allowed.mtu {
             let max = usize::from(mtu) + ETH_HLEN + VLAN_HLEN;
             if frame_len > max {
@@ -356,6 +361,22 @@ mod tests {
                 len: 100
             })
         );
+    }
+
+    /// Fuzzer input (fuzz/ target virtio_net): a plain frame whose header has only the ECN
+    /// bit of gso_type set was accepted and would have reached the TAP, which refuses it.
+    #[test]
+    fn ecn_without_gso_is_refused() {
+        let raw = [
+            0x00, 0x80, 0x00, 0xcd, 0x00, 0x00, 0x05, 0x00, 0x00, 0x00, 0x00, 0x00,
+        ];
+        let h = VirtioNetHdr::from_bytes(&raw);
+        assert_eq!(h.gso_type, 0x80);
+        assert_eq!(check(&h, 60, &ALL), Err(HeaderError::EcnNotNegotiated));
+        assert_eq!(check(&h, 60, &NONE), Err(HeaderError::EcnNotNegotiated));
+        let mut buf = raw.to_vec();
+        buf.resize(VNET_HDR_LEN + 60, 0);
+        assert_eq!(check_buffer(&buf, &ALL), Err(HeaderError::EcnNotNegotiated));
     }
 
     #[test]
