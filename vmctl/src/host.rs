@@ -32,7 +32,7 @@ pub fn classify(dev_kvm: bool, cpuinfo: &str) -> Kvm {
 }
 
 /// The one line `up` prints on such hosts.
-pub const KERNEL_ONLY_NOTE: &str = "note: this host's KVM cannot run guest user space (no vmx/svm in /proc/cpuinfo: a PVM host); vmctl checks that each kernel boots and gets its DHCP lease instead of waiting for ssh";
+pub const KERNEL_ONLY_NOTE: &str = "note: this host's KVM cannot run guest user space (no vmx/svm in /proc/cpuinfo: a PVM host); vmctl boots the kernels without the image's initrd and checks that each boots and gets its DHCP lease instead of waiting for ssh";
 
 #[cfg(test)]
 mod tests {

@@ -11,7 +11,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use common::{Env, Netns, alive, host_has_vmx_or_svm, input_path, kernel_dir, pxe_initrd};
+use common::{Env, Netns, alive, host_has_vmx_or_svm, input_path, kernel_dir};
 
 /// Four Linux boots share two cores: minutes each, many more on a busy machine.
 const BOOT: Duration = Duration::from_secs(30 * 60);
@@ -116,21 +116,10 @@ fn ssh_runs_a_command(env: &Env, node: &str) {
 fn three_nodes_get_their_leases_and_names_over_the_bridge() {
     let ns = Netns::new("c3");
     let env = Env::real(&ns);
-    // Where guests run user space, the demo image's (its sshd answers `vmctl ssh`). Elsewhere
-    // its first step into user space would end the VM right after the kernel hands over to
-    // /init; a PXE initrd of /usr alone keeps the VMs running (the kernel mounts the root
-    // itself and finds no init), so `down` meets running guests that ignore the button.
-    let initrd = if host_has_vmx_or_svm() {
-        demo_initrd()
-    } else {
-        let img = env.work.join("img");
-        std::fs::create_dir_all(&img).unwrap();
-        pxe_initrd(&img, "usr", false).0
-    };
     write_cluster(
         &env,
         "c3",
-        &initrd,
+        &demo_initrd(),
         "{ mode: bridge, bridge: br-c3, subnet: 10.213.9.0/24, mtu: 9000 }",
         "  - { name: core, count: 3 }\n",
     );
@@ -165,6 +154,13 @@ fn three_nodes_get_their_leases_and_names_over_the_bridge() {
             )
         })
         .collect();
+
+    // Where no guest user space runs, vmctl leaves the image's initrd out (docs/vmctl.md).
+    for (name, n) in &nodes {
+        let args = std::fs::read(format!("/proc/{}/cmdline", n.pid)).unwrap();
+        let has_initrd = args.split(|b| *b == 0).any(|a| a == b"--initrd");
+        assert_eq!(has_initrd, host_has_vmx_or_svm(), "{name}");
+    }
 
     // While the VMs run: the bridge and each TAP at the file's MTU, as `ip -d link` shows them,
     // each TAP enslaved, carrying vnet headers, and with its carrier up because a VMM has it open.
