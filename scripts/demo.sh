@@ -18,7 +18,8 @@ need_cargo
 cd "$root"
 log "building the workspace (release)"
 cargo build --release --quiet --workspace
-imagetool=$root/target/release/imagetool
+target=${CARGO_TARGET_DIR:-$root/target}
+imagetool=$target/release/imagetool
 image=$("$here/build-demo-image.sh")
 work=${VMCTL_DEMO_DIR:-$VMCTL_CACHE/demo-run}
 mkdir -p "$work"
@@ -47,7 +48,7 @@ printf '\nImage pipeline done in %s: one shared /usr, an 8 GiB root that costs %
   "$work" "$(du -h "$work/core-1.img" | cut -f1)"
 
 # The cluster: vmctl finds the VMM beside itself, and configs/demo.yaml from here.
-vmctl=$root/target/release/vmctl
+vmctl=$target/release/vmctl
 sudo=
 if [ "$(id -u)" -ne 0 ]; then
   command -v sudo >/dev/null || die "vmctl up demo makes a bridge and TAPs, which needs root: run this script as root, or install sudo"
