@@ -25,7 +25,7 @@ use vmm::virtio::p9::message::{self, Kind, RLERROR, open_flags, t};
 use vmm::virtio::p9::readonly;
 use vmm::virtio::p9::server::{MAX_MSIZE, ShareServer};
 
-const SETID: u32 = (libc::S_ISUID | libc::S_ISGID) as u32;
+const SETID: u32 = libc::S_ISUID | libc::S_ISGID;
 
 /// The read-only policy from the type byte and flags alone.
 fn must_refuse(frame: &[u8]) -> bool {
