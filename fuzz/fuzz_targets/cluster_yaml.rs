@@ -19,10 +19,9 @@ use vmctl::cluster::spec::{MIN_ROOT_SIZE, NetMode, check_ifname, check_name};
 use vmctl::cluster::{Cluster, ClusterError};
 
 fn fixture() -> &'static Path {
-    static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    &DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let p = dir.path().to_path_buf();
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let p = vmctl_fuzz::process_tempdir(None);
         let mut kernel = vec![0u8; 0x400];
         kernel[0x202..0x206].copy_from_slice(b"HdrS");
         kernel[0x206..0x208].copy_from_slice(&0x020fu16.to_le_bytes());
@@ -39,9 +38,8 @@ fn fixture() -> &'static Path {
             .args(["-q", "-t", "ed25519", "-N", "", "-C", "fuzz", "-f"])
             .arg(p.join("key"))
             .status();
-        (dir, p)
+        p
     })
-    .1
 }
 
 fn check_error(e: &ClusterError, text: &str) {

@@ -25,7 +25,7 @@ use vmm::virtio::p9::message::{self, Kind, RLERROR, open_flags, t};
 use vmm::virtio::p9::readonly;
 use vmm::virtio::p9::server::{MAX_MSIZE, ShareServer};
 
-const SETID: u32 = (libc::S_ISUID | libc::S_ISGID) as u32;
+const SETID: u32 = libc::S_ISUID | libc::S_ISGID;
 
 /// The read-only policy from the type byte and flags alone.
 fn must_refuse(frame: &[u8]) -> bool {
@@ -141,7 +141,6 @@ fn pure_checks(frame: &[u8]) {
 }
 
 struct Fixture {
-    _dir: tempfile::TempDir,
     top: PathBuf,
     share: PathBuf,
     inodes: Vec<u64>,
@@ -186,13 +185,8 @@ fn state(top: &Path) -> BTreeMap<PathBuf, String> {
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let base = if Path::new("/dev/shm").is_dir() {
-            tempfile::tempdir_in("/dev/shm")
-        } else {
-            tempfile::tempdir()
-        };
-        let dir = base.expect("temporary directory");
-        let top = dir.path().to_path_buf();
+        let shm = Path::new("/dev/shm");
+        let top = vmctl_fuzz::process_tempdir(shm.is_dir().then_some(shm));
         std::fs::write(top.join("outside.txt"), b"outside the share").expect("fixture");
         let share = top.join("share");
         std::fs::create_dir_all(share.join("dir/sub")).expect("fixture");
@@ -210,7 +204,6 @@ fn fixture() -> &'static Fixture {
             .collect();
         let before = state(&top);
         Fixture {
-            _dir: dir,
             top,
             share,
             inodes,

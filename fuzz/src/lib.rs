@@ -197,3 +197,31 @@ pub fn changed(before: &[(u64, Vec<u8>)], after: &[(u64, Vec<u8>)]) -> Vec<u64> 
     }
     out
 }
+
+/// A fixture directory that lives as long as the fuzzing process. Statics are never dropped
+/// and libFuzzer ends with `exit()`, so the directory is removed from an `atexit` hook (a crash
+/// that aborts leaves it behind in the temporary directory).
+pub fn process_tempdir(under: Option<&std::path::Path>) -> std::path::PathBuf {
+    use std::sync::Mutex;
+    static DIRS: Mutex<Vec<std::path::PathBuf>> = Mutex::new(Vec::new());
+    extern "C" fn remove_all() {
+        if let Ok(dirs) = DIRS.lock() {
+            for d in dirs.iter() {
+                let _ = std::fs::remove_dir_all(d);
+            }
+        }
+    }
+    let dir = match under {
+        Some(p) => tempfile::tempdir_in(p),
+        None => tempfile::tempdir(),
+    }
+    .expect("temporary directory")
+    .keep();
+    let mut dirs = DIRS.lock().expect("not poisoned");
+    if dirs.is_empty() {
+        // SAFETY: registers a plain function with no captured state; it runs once at exit.
+        unsafe { libc::atexit(remove_all) };
+    }
+    dirs.push(dir.clone());
+    dir
+}
