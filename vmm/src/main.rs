@@ -1,7 +1,7 @@
 //! `vmm`: boot a kernel in a KVM virtual machine. Exit statuses are listed in docs/vmm.md and
 //! `vmm --help`.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 
 use anyhow::Context;
 use clap::Parser;
@@ -25,11 +25,47 @@ fn init_logging(verbose: u8, boot_marker: bool) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directives));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| LossyStderr)
+        .log_internal_errors(false)
         .with_ansi(std::io::stderr().is_terminal())
         .with_timer(tracing_subscriber::fmt::time::uptime())
         .with_target(false)
         .init();
+}
+
+/// stderr is often a pipe to `vmctl run` or a journal; if the reader goes away, the guest keeps
+/// running and its log lines are dropped rather than panicking the thread that wrote them.
+struct LossyStderr;
+
+impl Write for LossyStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let _ = std::io::stderr().write_all(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// One line to stderr, for the final error: nothing to do if nobody reads it.
+fn say(line: std::fmt::Arguments) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+/// A panic in any thread is a VMM bug; the threads depend on each other, so one gone would
+/// leave the rest waiting forever. Print the message (the default hook ignores a closed
+/// stderr) and end the whole process with the VMM-error status. Pages already written to the
+/// disk images are in the page cache and survive the process.
+fn exit_on_panic() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        previous(info);
+        vmm::console::terminal::restore();
+        // SAFETY: _exit only ends the process; no destructor or atexit handler runs while
+        // other threads still use their state.
+        unsafe { libc::_exit(STATUS_VMM_ERROR) };
+    }));
 }
 
 /// Each 9p fid holds a descriptor; the soft limit (often 1024) is raised to the hard one so
@@ -66,7 +102,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
     let config = match cli.into_config() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
+            say(format_args!("error: {e}"));
             return Ok(STATUS_CONFIG_ERROR);
         }
     };
@@ -81,13 +117,14 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         | vmm::VmExit::HostStop
         | vmm::VmExit::HardStop(_)
         | vmm::VmExit::ShutdownTimeout(_) => tracing::warn!("{exit}"),
-        vmm::VmExit::GuestCrash(_) | vmm::VmExit::VmmError(_) => eprintln!("error: {exit}"),
+        vmm::VmExit::GuestCrash(_) | vmm::VmExit::VmmError(_) => say(format_args!("error: {exit}")),
     }
     Ok(exit.status())
 }
 
 fn main() {
     vmm::boot_marker::mark_start();
+    exit_on_panic();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -98,7 +135,7 @@ fn main() {
             // One line, like every other error; clap's own rendering adds usage text.
             let text = e.to_string();
             let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("{first} (see vmm --help)");
+            say(format_args!("{first} (see vmm --help)"));
             std::process::exit(STATUS_CONFIG_ERROR);
         }
     };
@@ -106,7 +143,7 @@ fn main() {
         Ok(status) => status,
         Err(e) => {
             vmm::console::terminal::restore();
-            eprintln!("error: {e:#}");
+            say(format_args!("error: {e:#}"));
             e.downcast_ref::<vmm::Error>()
                 .map_or(STATUS_VMM_ERROR, vmm::Error::exit_status)
         }

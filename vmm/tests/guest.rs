@@ -392,3 +392,46 @@ fn a_writable_disk_cannot_be_shared_by_two_vms() {
     );
     first.wait_until(Duration::from_secs(1), |_, _| true);
 }
+
+/// vmctl run's stdout and stderr are pipes; when it dies first, the VMM must keep running and
+/// stop as it is told, not panic on its next log line.
+#[test]
+#[ignore = "needs /dev/kvm and the test guest; run by scripts/test.sh"]
+fn closed_stdout_and_stderr_do_not_bring_the_vmm_down() {
+    let g = guest();
+    let mut child = std::process::Command::new(common::vmm_bin())
+        .args(["-vv", "--kernel", &g, "--memory", "64", "--cmdline", "idle"])
+        .args(["--shutdown-timeout", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("guest: idle") {
+        let n = out.read(&mut buf).unwrap();
+        assert!(n > 0, "no greeting: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    drop(out);
+    drop(child.stderr.take());
+    let pid = child.id().to_string();
+    // SIGTERM presses the power button, which the idle guest ignores: the VMM logs the press
+    // and, a second later, the timeout, both to the closed stderr.
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < TIMEOUT, "the VMM did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(6), "{status}");
+}
