@@ -1,12 +1,11 @@
 //! `imagetool export` / `import` behaviour beyond round trips: pipes, streams from the stock
 //! tools, truncation, digests, refusals, `--size`, argument errors, progress on a terminal.
 
-#[path = "sparse_support.rs"]
-mod sparse_support;
+mod support;
 
 use std::path::Path;
 
-use sparse_support::*;
+use support::sparse::*;
 
 /// 1 MiB of random data, a hole, 64 KiB of text, a hole: 24 MiB in all.
 fn small_image(d: &Path, name: &str) {

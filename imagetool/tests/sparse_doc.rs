@@ -1,10 +1,9 @@
 //! The `sh` blocks of docs/export-import.md run, in order, in one empty directory: the usage doc
 //! shows commands that work.
 
-#[path = "sparse_support.rs"]
-mod sparse_support;
+mod support;
 
-use sparse_support::*;
+use support::sparse::*;
 
 /// The bodies of the fenced blocks whose info string is exactly `sh`.
 fn sh_blocks(markdown: &str) -> Vec<String> {

@@ -5,8 +5,7 @@
 //! output, an existing output keeps its old content, and the source is untouched
 //! (`sha256sum` before and after).
 
-#[path = "sparse_support.rs"]
-mod sparse_support;
+mod support;
 
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
@@ -14,7 +13,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sparse_support::*;
+use support::sparse::*;
 
 fn spawn(d: &Path, args: &[&str], stdin: Stdio) -> Child {
     Command::new(bin())

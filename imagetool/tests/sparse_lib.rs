@@ -1,8 +1,7 @@
 //! The library API that vmctl and others call: `imagetool::sparse::{export, import, DataExtents}`,
 //! checked against fixtures from truncate/dd and results from gunzip, cmp and sha256sum.
 
-#[path = "sparse_support.rs"]
-mod sparse_support;
+mod support;
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -11,7 +10,7 @@ use std::process::{Command, Stdio};
 
 use imagetool::atomic::Overwrite;
 use imagetool::sparse::{self, DataExtents, ExportOptions, Format, ImportOptions, SparseError};
-use sparse_support::*;
+use support::sparse::*;
 
 /// Pipes bytes into a shell command run in `d` and asserts it succeeds.
 fn pipe_into(d: &Path, script: &str, bytes: &[u8]) {

@@ -2,12 +2,11 @@
 //! the streams decompress with stock gunzip/zstd to the exact image (cmp), the digest is the one
 //! sha256sum prints, and imported images are sparse (du).
 
-#[path = "sparse_support.rs"]
-mod sparse_support;
+mod support;
 
 use std::path::Path;
 
-use sparse_support::*;
+use support::sparse::*;
 
 const MIB: u64 = 1 << 20;
 

@@ -1,8 +1,7 @@
 //! A reader that goes away, and SIGINT/SIGTERM in the middle of a run: a one-line error or the
 //! signal's exit status, and no partial output of any kind left behind.
 
-#[path = "sparse_support.rs"]
-mod sparse_support;
+mod support;
 
 use std::io::{Read, Write};
 use std::os::unix::process::ExitStatusExt;
@@ -10,7 +9,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sparse_support::*;
+use support::sparse::*;
 
 fn spawn(d: &Path, args: &[&str], stdin: Stdio, stdout: Stdio) -> Child {
     Command::new(bin())

@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+pub mod sparse;
+
 pub struct Run {
     pub status: i32,
     pub stdout: String,
@@ -47,7 +49,7 @@ impl Run {
     }
 }
 
-fn finish(out: Output) -> Run {
+pub fn finish(out: Output) -> Run {
     Run {
         status: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -55,9 +57,13 @@ fn finish(out: Output) -> Run {
     }
 }
 
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_imagetool")
+}
+
 pub fn imagetool(args: &[&str]) -> Run {
     finish(
-        Command::new(env!("CARGO_BIN_EXE_imagetool"))
+        Command::new(bin())
             .args(args)
             .output()
             .expect("run imagetool"),
@@ -67,7 +73,7 @@ pub fn imagetool(args: &[&str]) -> Run {
 pub fn imagetool_stdin(args: &[&str], stdin: &Path) -> Run {
     let file = std::fs::File::open(stdin).expect("open stdin fixture");
     finish(
-        Command::new(env!("CARGO_BIN_EXE_imagetool"))
+        Command::new(bin())
             .args(args)
             .stdin(file)
             .output()
@@ -76,7 +82,7 @@ pub fn imagetool_stdin(args: &[&str], stdin: &Path) -> Run {
 }
 
 pub fn imagetool_env(args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_imagetool"));
+    let mut c = Command::new(bin());
     c.args(args);
     for (k, v) in env {
         c.env(k, v);

@@ -1,63 +1,11 @@
-//! Helpers for the sparse export/import tests, shared with `#[path] mod`. Fixtures are made and
-//! results checked with independent tools (truncate, dd, gzip, zstd, cmp, du, sha256sum).
-#![allow(dead_code)]
+//! Helpers for the sparse export/import tests, which run imagetool and shell pipelines in a
+//! working directory. Fixtures are made and results checked with independent tools (truncate,
+//! dd, gzip, zstd, cmp, du, sha256sum).
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
-pub struct Run {
-    pub status: i32,
-    pub stdout: String,
-    pub stderr: String,
-}
-
-impl Run {
-    pub fn ok(&self) -> &Self {
-        assert_eq!(
-            self.status, 0,
-            "expected success, got {}: {}",
-            self.status, self.stderr
-        );
-        self
-    }
-
-    /// Failed with exactly one line on stderr, naming every fragment.
-    pub fn fails_with(&self, fragments: &[&str]) -> &Self {
-        assert_ne!(
-            self.status, 0,
-            "expected failure, got success; stdout: {}",
-            self.stdout
-        );
-        let lines: Vec<&str> = self.stderr.lines().collect();
-        assert_eq!(
-            lines.len(),
-            1,
-            "expected a one-line error, got: {:?}",
-            self.stderr
-        );
-        assert!(lines[0].starts_with("imagetool: error: "), "{}", lines[0]);
-        for f in fragments {
-            assert!(
-                lines[0].contains(f),
-                "error {:?} does not mention {f:?}",
-                lines[0]
-            );
-        }
-        self
-    }
-}
-
-pub fn finish(out: Output) -> Run {
-    Run {
-        status: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_imagetool")
-}
+pub use super::{Run, bin, finish};
 
 /// Runs imagetool in `dir` with no input.
 pub fn it(dir: &Path, args: &[&str]) -> Run {
