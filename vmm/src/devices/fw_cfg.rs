@@ -34,6 +34,8 @@ const ID_DMA: u32 = 2;
 pub const DMA_SIGNATURE: u64 = 0x5145_4d55_2043_4647;
 /// A file name's field in the directory, NUL included.
 pub const FILE_NAME_LEN: usize = 56;
+/// The most a DMA read copies at once, whatever length the guest asks for.
+const DMA_CHUNK: usize = 4096;
 /// Where the CoreOS family looks for the Ignition config.
 pub const IGNITION_FILES: [&str; 2] = ["opt/com.coreos/config", "opt/org.flatcar-linux/config"];
 
@@ -222,11 +224,17 @@ impl FwCfg {
             if !fits {
                 return Err(DmaError::Buffer { addr, len });
             }
-            let mut buf = vec![0u8; len as usize];
-            self.read_data(&mut buf);
-            self.mem
-                .write_slice(&buf, target)
-                .map_err(|_| DmaError::Buffer { addr, len })?;
+            // In bounded chunks: the guest picks len, up to its whole memory.
+            let mut buf = [0u8; DMA_CHUNK];
+            let mut done = 0usize;
+            while done < len as usize {
+                let n = (len as usize - done).min(DMA_CHUNK);
+                self.read_data(&mut buf[..n]);
+                self.mem
+                    .write_slice(&buf[..n], GuestAddress(addr + done as u64))
+                    .map_err(|_| DmaError::Buffer { addr, len })?;
+                done += n;
+            }
         } else if control & dma::SKIP != 0 {
             self.offset = self.offset.saturating_add(len as usize);
         }
@@ -392,6 +400,35 @@ mod tests {
         let want = b"{\"ignition\":{\"version\":\"3.3.0\"}}";
         assert_eq!(&got[..want.len() - 2], &want[2..]);
         assert!(got[want.len() - 2..].iter().all(|b| *b == 0));
+    }
+
+    #[test]
+    fn a_dma_read_longer_than_a_chunk_copies_the_whole_item_then_zeros() {
+        let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+        let mut f = FwCfg::new(mem.clone(), 1);
+        let data: Vec<u8> = (0..3 * DMA_CHUNK + 123).map(|i| (i % 251) as u8).collect();
+        f.add_file("opt/big", data.clone()).unwrap();
+        let sel = u32::from(SELECTOR_FILE_FIRST) << 16;
+        let len = data.len() + DMA_CHUNK + 7;
+        mem.write_slice(&vec![0xaa; len + 1], GuestAddress(0x10000))
+            .unwrap();
+        dma_request(
+            &mem,
+            0x1000,
+            sel | dma::SELECT | dma::READ,
+            len as u32,
+            0x10000,
+        );
+        start_dma(&mut f, 0x1000);
+        assert_eq!(control(&mem, 0x1000), 0);
+        let mut got = vec![0u8; len + 1];
+        mem.read_slice(&mut got, GuestAddress(0x10000)).unwrap();
+        assert_eq!(&got[..data.len()], &data[..]);
+        assert!(
+            got[data.len()..len].iter().all(|b| *b == 0),
+            "zeros past the end"
+        );
+        assert_eq!(got[len], 0xaa, "nothing written past the buffer");
     }
 
     #[test]
