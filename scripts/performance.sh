@@ -46,7 +46,7 @@ load() { cut -d' ' -f1-3 /proc/loadavg; }
   echo "| kernel | $(uname -srm) |"
   echo "| CPU | $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(nproc) cores |"
   echo "| memory | $(free -g | awk '/^Mem:/ {print $2}') GiB |"
-  echo "| KVM | $(grep -qwE 'vmx|svm' /proc/cpuinfo && echo 'hardware virtualization (vmx/svm)' || echo 'PVM (no vmx/svm): see ../../shared/docs/environment.md') |"
+  echo "| KVM | $(grep -qwE 'vmx|svm' /proc/cpuinfo && echo 'hardware virtualization (vmx/svm)' || echo 'PVM (no vmx/svm): see testing.md') |"
   echo "| load average at start | $(load) |"
   echo
 } >"$tmp"
