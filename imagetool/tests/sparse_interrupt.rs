@@ -9,39 +9,10 @@ mod support;
 
 use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::sparse::*;
-
-fn spawn(d: &Path, args: &[&str], stdin: Stdio) -> Child {
-    Command::new(bin())
-        .args(args)
-        .current_dir(d)
-        .stdin(stdin)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn imagetool")
-}
-
-/// Waits until a `.part` file for `name` exists in `d`: the run is under way.
-fn wait_for_part(d: &Path, name: &str) {
-    let prefix = format!(".{name}.");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !entries(d)
-        .iter()
-        .any(|e| e.starts_with(&prefix) && e.ends_with(".part"))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no temporary file for {name} appeared: {:?}",
-            entries(d)
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 fn sigint(child: &Child) {
     let status = Command::new("kill")
@@ -120,6 +91,7 @@ fn sigint_during_an_export_to_a_file_leaves_nothing_and_the_source_alone() {
             "img.gz.sha256",
         ],
         Stdio::null(),
+        Stdio::null(),
     );
     wait_for_part(d, "img.gz");
     std::thread::sleep(Duration::from_millis(300));
@@ -154,6 +126,7 @@ fn sigint_during_an_import_from_a_pipe_keeps_the_old_output_and_the_stream() {
     let mut child = spawn(
         d,
         &["import", "in.gz", "-o", "back.img", "--force"],
+        Stdio::null(),
         Stdio::null(),
     );
     // Half the stream through the named pipe, which stays open: the import waits for more.

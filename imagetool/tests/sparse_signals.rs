@@ -5,39 +5,9 @@ mod support;
 
 use std::io::{Read, Write};
 use std::os::unix::process::ExitStatusExt;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use support::sparse::*;
-
-fn spawn(d: &Path, args: &[&str], stdin: Stdio, stdout: Stdio) -> Child {
-    Command::new(bin())
-        .args(args)
-        .current_dir(d)
-        .stdin(stdin)
-        .stdout(stdout)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn imagetool")
-}
-
-/// Waits until a `.part` file whose name starts with `.{name}.` exists in `d`.
-fn wait_for_part(d: &Path, name: &str) {
-    let prefix = format!(".{name}.");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !entries(d)
-        .iter()
-        .any(|e| e.starts_with(&prefix) && e.ends_with(".part"))
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no temporary file for {name} appeared: {:?}",
-            entries(d)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 fn signal(child: &Child, sig: &str) {
     let status = Command::new("kill")

@@ -3,7 +3,8 @@
 //! dd, gzip, zstd, cmp, du, sha256sum).
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 pub use super::{Run, bin, finish};
 
@@ -114,4 +115,34 @@ pub fn entries(dir: &Path) -> Vec<String> {
 /// Asserts nothing new, in particular no `.part` file, appeared in `dir` since `before`.
 pub fn nothing_left(dir: &Path, before: &[String]) {
     assert_eq!(entries(dir), before, "files were left behind");
+}
+
+/// Starts imagetool in `dir` with its stderr piped, for tests that interrupt it.
+pub fn spawn(dir: &Path, args: &[&str], stdin: Stdio, stdout: Stdio) -> Child {
+    Command::new(bin())
+        .args(args)
+        .current_dir(dir)
+        .stdin(stdin)
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn imagetool")
+}
+
+/// Waits until a `.part` file whose name starts with `.{name}.` exists in `dir`: the run is
+/// under way.
+pub fn wait_for_part(dir: &Path, name: &str) {
+    let prefix = format!(".{name}.");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !entries(dir)
+        .iter()
+        .any(|e| e.starts_with(&prefix) && e.ends_with(".part"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no temporary file for {name} appeared: {:?}",
+            entries(dir)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
