@@ -323,14 +323,7 @@ fn escape_sequence_on_a_terminal_stops_the_vm() {
         }
     }
     m.write_all(b"\x01x").unwrap();
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(start.elapsed() < TIMEOUT, "escape sequence ignored");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = common::wait_exit(&mut child, TIMEOUT, "escape sequence ignored");
     assert_eq!(status.code(), Some(5));
 }
 
@@ -425,13 +418,6 @@ fn closed_stdout_and_stderr_do_not_bring_the_vmm_down() {
         .status()
         .unwrap();
     assert!(st.success());
-    let start = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(start.elapsed() < TIMEOUT, "the VMM did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = common::wait_exit(&mut child, TIMEOUT, "the VMM did not stop");
     assert_eq!(status.code(), Some(6), "{status}");
 }

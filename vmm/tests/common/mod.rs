@@ -199,3 +199,15 @@ pub fn run_vmm(args: &[&str], input: &[u8], timeout: Duration) -> Finished {
     r.write_stdin(input);
     r.wait(timeout)
 }
+
+/// Waits for a child started without [`Running`] to exit; panics with `what` after `timeout`.
+pub fn wait_exit(child: &mut Child, timeout: Duration, what: &str) -> ExitStatus {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(start.elapsed() < timeout, "{what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
