@@ -403,7 +403,11 @@ fn console_attaches_through_the_api_and_detaches_with_the_escape_key() {
     assert!(status.success(), "{err}");
     assert!(err.contains("Ctrl-] then q detaches"), "{err}");
     let pid = env.pid("con", "a").unwrap();
-    assert!(alive(pid), "detaching leaves the VM running");
+    assert!(
+        alive(pid),
+        "detaching leaves the VM running; the VMM's log:\n{}",
+        std::fs::read_to_string(env.node_dir("con", "a").join("vmm.log")).unwrap_or_default()
+    );
     assert_eq!(api(&env, "con", "a", "status")["state"], "running");
 
     // logs: the console log, input echo included.

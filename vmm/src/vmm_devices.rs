@@ -278,6 +278,7 @@ impl ExtraDevices {
                 console_tap: self.console_tap.clone(),
                 serial: p.serial.clone(),
                 started: Instant::now(),
+                console_clients: Default::default(),
             });
         }
         Ok(())

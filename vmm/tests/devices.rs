@@ -524,3 +524,57 @@ fn api_example_in_the_docs_runs() {
     let f = r.wait(TIMEOUT);
     assert_eq!(f.code(), Some(0), "{}", f.dump());
 }
+
+/// Console clients come and go (vmctl console, Ctrl-] q): a newer one replaces an older one,
+/// the older one leaving must not cut the newer one off, and nothing a leaving client makes
+/// the API thread do may be refused by its seccomp filter (that killed the whole VMM).
+#[test]
+#[ignore = "needs /dev/kvm and the test guest; run by scripts/test.sh"]
+fn console_clients_replace_and_leave_without_harm() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("vm.sock");
+    let sock_s = sock.display().to_string();
+    let g = guest();
+    let r = Running::spawn(
+        &[
+            "--kernel",
+            &g,
+            "--memory",
+            "64",
+            "--api-socket",
+            &sock_s,
+            "--cmdline",
+            "button",
+        ],
+        Stdio::null(),
+    );
+    wait_for(&r, "guest: waiting for the power button");
+    let attach = || {
+        let mut c = Api::connect(&sock);
+        assert_eq!(c.call(r#"{"command":"console"}"#)["ok"], true);
+        c
+    };
+    // One client that leaves on its own, then one replaced by a newer one.
+    drop(attach());
+    let mut first = attach();
+    let mut second = attach();
+    let mut buf = [0u8; 256];
+    let n = first.reader.read(&mut buf).unwrap();
+    assert_eq!(n, 0, "the replaced client is disconnected");
+    drop(first);
+    std::thread::sleep(Duration::from_millis(300));
+    // Still serving, and the newer client still gets the guest's output.
+    let mut api = Api::connect(&sock);
+    let st = api.call(r#"{"command":"status"}"#);
+    assert_eq!(st["state"], "running", "{st}");
+    assert_eq!(api.call(r#"{"command":"shutdown"}"#)["ok"], true);
+    let mut seen = String::new();
+    while !seen.contains("guest: power button pressed") {
+        let n = second.reader.read(&mut buf).unwrap();
+        assert!(n > 0, "the newer console lost the output: {seen:?}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    drop(second);
+    let f = r.wait(TIMEOUT);
+    assert_eq!(f.code(), Some(0), "{}", f.dump());
+}

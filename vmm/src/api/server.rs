@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -33,6 +34,9 @@ pub struct ApiContext {
     pub console_tap: SharedConnection,
     pub serial: Arc<Mutex<SerialDevice>>,
     pub started: Instant,
+    /// Console clients attached so far; changed only under the `console_tap` lock, so a
+    /// leaving client can tell whether the tap is still its own.
+    pub console_clients: AtomicU64,
 }
 
 /// The listening socket; removes its file when dropped (VMM exit).
@@ -221,10 +225,14 @@ fn console(writer: UnixStream, early: Vec<u8>, mut reader: UnixStream, ctx: &Api
             return;
         }
     };
-    if let Some(old) = lock(&ctx.console_tap).replace(tap) {
-        // Ends the previous client's reader too.
-        let _ = old.shutdown(std::net::Shutdown::Both);
-    }
+    let me = {
+        let mut current = lock(&ctx.console_tap);
+        if let Some(old) = current.replace(tap) {
+            // Ends the previous client's reader too.
+            let _ = old.shutdown(std::net::Shutdown::Both);
+        }
+        ctx.console_clients.fetch_add(1, Ordering::Relaxed) + 1
+    };
     tracing::info!("api: console attached");
     let mut pending = early;
     let mut buf = [0u8; 256];
@@ -244,18 +252,12 @@ fn console(writer: UnixStream, early: Vec<u8>, mut reader: UnixStream, ctx: &Api
             Err(_) => break,
         }
     }
+    // No fstat to compare sockets here: the API thread's seccomp filter does not allow it.
     let mut tap = lock(&ctx.console_tap);
-    let ours = tap.as_ref().is_some_and(|t| same_socket(t, &writer));
-    if ours {
+    if ctx.console_clients.load(Ordering::Relaxed) == me {
         *tap = None;
     }
+    drop(tap);
+    drop(writer);
     tracing::info!("api: console detached");
-}
-
-fn same_socket(a: &UnixStream, b: &UnixStream) -> bool {
-    use std::os::fd::AsFd;
-    match (rustix::fs::fstat(a.as_fd()), rustix::fs::fstat(b.as_fd())) {
-        (Ok(x), Ok(y)) => x.st_ino == y.st_ino && x.st_dev == y.st_dev,
-        _ => false,
-    }
 }
