@@ -7,7 +7,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -490,24 +490,7 @@ fn api_example_in_the_docs_runs() {
         .find(|b| b.contains("python3 - vm.sock"))
         .expect("docs/vmm.md has the API example")
         .to_owned();
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("vm.sock");
-    let sock_s = sock.display().to_string();
-    let g = guest();
-    let r = Running::spawn(
-        &[
-            "--kernel",
-            &g,
-            "--memory",
-            "64",
-            "--api-socket",
-            &sock_s,
-            "--cmdline",
-            "button",
-        ],
-        Stdio::null(),
-    );
-    wait_for(&r, "guest: waiting for the power button");
+    let (dir, _sock, r) = button_guest_with_api();
     let out = Command::new("bash")
         .args(["-euo", "pipefail", "-c", &block])
         .current_dir(dir.path())
@@ -525,12 +508,8 @@ fn api_example_in_the_docs_runs() {
     assert_eq!(f.code(), Some(0), "{}", f.dump());
 }
 
-/// Console clients come and go (vmctl console, Ctrl-] q): a newer one replaces an older one,
-/// the older one leaving must not cut the newer one off, and nothing a leaving client makes
-/// the API thread do may be refused by its seccomp filter (that killed the whole VMM).
-#[test]
-#[ignore = "needs /dev/kvm and the test guest; run by scripts/test.sh"]
-fn console_clients_replace_and_leave_without_harm() {
+/// The test guest waiting for the power button, with an API socket in a new directory.
+fn button_guest_with_api() -> (tempfile::TempDir, PathBuf, Running) {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("vm.sock");
     let sock_s = sock.display().to_string();
@@ -549,6 +528,16 @@ fn console_clients_replace_and_leave_without_harm() {
         Stdio::null(),
     );
     wait_for(&r, "guest: waiting for the power button");
+    (dir, sock, r)
+}
+
+/// Console clients come and go (vmctl console, Ctrl-] q): a newer one replaces an older one,
+/// the older one leaving must not cut the newer one off, and nothing a leaving client makes
+/// the API thread do may be refused by its seccomp filter (that killed the whole VMM).
+#[test]
+#[ignore = "needs /dev/kvm and the test guest; run by scripts/test.sh"]
+fn console_clients_replace_and_leave_without_harm() {
+    let (_dir, sock, r) = button_guest_with_api();
     let attach = || {
         let mut c = Api::connect(&sock);
         assert_eq!(c.call(r#"{"command":"console"}"#)["ok"], true);
