@@ -11,13 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Running, pattern_disk, run_vmm, test_guest, vmm_bin};
+use common::{Running, guest, pattern_disk, run_vmm, vmm_bin};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
-
-fn guest() -> String {
-    test_guest().to_str().unwrap().to_owned()
-}
 
 fn signal(r: &Running, sig: i32) {
     // SAFETY: kill(2) on the pid of a child this test started and has not reaped.
@@ -25,18 +21,9 @@ fn signal(r: &Running, sig: i32) {
     assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
 }
 
-/// Waits until `what` holds for the VMM's stdout (the guest's serial output).
+/// Waits for `what` in the guest's serial output.
 fn wait_for(r: &Running, what: &str) {
-    let start = Instant::now();
-    while !r.stdout().contains(what) {
-        assert!(
-            start.elapsed() < TIMEOUT,
-            "no '{what}' in time\n{}\n{}",
-            r.stdout(),
-            r.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    r.wait_for(what, TIMEOUT, None);
 }
 
 #[test]

@@ -21,33 +21,9 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Running, pattern_disk, test_guest, vmm_bin};
+use common::{Running, guest, pattern_disk, vmm_bin};
 
 const TIMEOUT: Duration = Duration::from_secs(180);
-
-fn guest() -> String {
-    test_guest().to_str().unwrap().to_owned()
-}
-
-/// Waits until the VMM's stdout (the guest's serial output) contains `what`.
-fn wait_for(r: &Running, what: &str) {
-    let start = Instant::now();
-    while !r.stdout().contains(what) {
-        assert!(
-            start.elapsed() < TIMEOUT,
-            "no '{what}' in time\n{}\n{}",
-            r.stdout(),
-            r.stderr()
-        );
-        assert!(
-            !r.stdout().contains("guest: FAIL"),
-            "the guest failed while we waited for '{what}'\n{}\n{}",
-            r.stdout(),
-            r.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// `dump(&f)` with the log cut to its last 60 lines: a VMM that floods its log (what some of
 /// these tests guard against) would otherwise bury the failure.
@@ -105,6 +81,11 @@ fn last_flushed(stdout: &str) -> u64 {
         .filter_map(|n| n.trim().parse().ok())
         .max()
         .unwrap_or(0)
+}
+
+/// Waits for `what` in the guest's serial output.
+fn wait_for(r: &Running, what: &str) {
+    r.wait_for(what, TIMEOUT, Some("guest: FAIL"));
 }
 
 #[test]

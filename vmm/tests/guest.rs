@@ -11,14 +11,10 @@ use std::os::unix::net::UnixStream;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Running, pattern_disk, run_vmm, test_guest};
+use common::{Running, guest, pattern_disk, run_vmm};
 
 const IGNORE: &str = "needs /dev/kvm and the test guest; run by scripts/test.sh";
 const TIMEOUT: Duration = Duration::from_secs(120);
-
-fn guest() -> String {
-    test_guest().to_str().unwrap().to_owned()
-}
 
 #[test]
 #[ignore = "needs /dev/kvm and the test guest; run by scripts/test.sh"]

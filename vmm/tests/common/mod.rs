@@ -25,6 +25,11 @@ pub fn test_guest() -> PathBuf {
     input_path("VMCTL_TEST_GUEST")
 }
 
+/// The test guest's path, as a VMM argument.
+pub fn guest() -> String {
+    test_guest().to_str().unwrap().to_owned()
+}
+
 pub fn kernel_dir() -> PathBuf {
     let d = input_path("VMCTL_TEST_KERNEL_DIR");
     for f in ["bzImage", "vmlinux"] {
@@ -142,6 +147,29 @@ impl Running {
 
     pub fn stderr(&self) -> String {
         String::from_utf8_lossy(&self.err.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until the guest's serial output (the VMM's stdout) contains `what`; panics with
+    /// both outputs after `timeout`, or at once on `fail_on` when given.
+    pub fn wait_for(&self, what: &str, timeout: Duration, fail_on: Option<&str>) {
+        let start = Instant::now();
+        while !self.stdout().contains(what) {
+            assert!(
+                start.elapsed() < timeout,
+                "no '{what}' in time\n{}\n{}",
+                self.stdout(),
+                self.stderr()
+            );
+            if let Some(bad) = fail_on {
+                assert!(
+                    !self.stdout().contains(bad),
+                    "the guest failed while we waited for '{what}'\n{}\n{}",
+                    self.stdout(),
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub fn write_stdin(&mut self, bytes: &[u8]) {
