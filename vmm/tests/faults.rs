@@ -18,9 +18,9 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::netns::NetNs;
 use common::{Running, guest, pattern_disk, vmm_bin};
 
 const TIMEOUT: Duration = Duration::from_secs(180);
@@ -503,41 +503,6 @@ fn a_malicious_driver_gets_errors_and_the_vmm_keeps_serving_the_other_devices() 
     );
 }
 
-static NS_COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// A network namespace with a TAP for the VMM, deleted when dropped.
-struct NetNs(String);
-
-impl NetNs {
-    fn with_tap(tap: &str) -> NetNs {
-        let name = format!(
-            "vmmf-{}-{}",
-            std::process::id(),
-            NS_COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        run_ok(Command::new("ip").args(["netns", "add", &name]));
-        let ns = NetNs(name);
-        let ip = |args: &[&str]| run_ok(Command::new("ip").args(["-n", &ns.0]).args(args));
-        ip(&["link", "set", "lo", "up"]);
-        ip(&["tuntap", "add", "dev", tap, "mode", "tap", "vnet_hdr"]);
-        ip(&["addr", "add", "10.97.0.1/24", "dev", tap]);
-        ip(&["link", "set", tap, "up"]);
-        ns
-    }
-
-    fn command(&self, program: &Path) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.0]).arg(program);
-        c
-    }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
 #[test]
 #[ignore = "needs root (ip netns, a TAP), /dev/kvm and the test guest; run by scripts/test.sh"]
 fn a_malicious_nic_driver_cannot_stall_the_device_thread() {
@@ -547,9 +512,13 @@ fn a_malicious_nic_driver_cannot_stall_the_device_thread() {
     pattern_disk(&attacked, 1 << 20);
     pattern_disk(&second, 1 << 20);
     let tap = format!("vmtf{}", std::process::id() % 100_000);
-    let ns = NetNs::with_tap(&tap);
+    let ns = NetNs::new("fault");
+    ns.ip(&["tuntap", "add", "dev", &tap, "mode", "tap", "vnet_hdr"]);
+    ns.ip(&["addr", "add", "10.97.0.1/24", "dev", &tap]);
+    ns.ip(&["link", "set", &tap, "up"]);
     let g = guest();
-    let mut cmd = ns.command(&vmm_bin());
+    let vmm = vmm_bin();
+    let mut cmd = ns.command(vmm.to_str().unwrap());
     cmd.args(["--kernel", &g, "--memory", "64", "--rng", "off", "--disk"])
         .arg(format!("path={},readonly=on", attacked.display()))
         .arg("--disk")
@@ -562,7 +531,7 @@ fn a_malicious_nic_driver_cannot_stall_the_device_thread() {
     // runaway avail index: before the fix its receive loop spun on the one device thread,
     // and the guest's later disk reads never completed.
     let _ = ns
-        .command(Path::new("ping"))
+        .command("ping")
         .args(["-c", "4", "-i", "0.3", "-W", "1", "10.97.0.2"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+pub mod netns;
+
 /// Path given by an environment variable that scripts/test.sh sets. A missing input is a
 /// failure, not a skip: these tests must run there.
 pub fn input_path(var: &str) -> PathBuf {
