@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::netns::NetNs;
-use common::{Running, guest, pattern_disk, vmm_bin};
+use common::{Running, guest, pattern_disk, run_ok_bytes, vmm_bin};
 
 const TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -37,18 +37,6 @@ fn dump(f: &common::Finished) -> String {
         f.stdout,
         lines.len()
     )
-}
-
-fn run_ok(cmd: &mut Command) -> Vec<u8> {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 /// Appends sub-case results for scripts/reliability.sh (no-op unless RELIABILITY_LOG is set).
@@ -94,7 +82,7 @@ fn kill_9_mid_stream_keeps_every_block_the_guest_saw_flushed() {
     let dir = tempfile::tempdir().unwrap();
     let disk = dir.path().join("stream.img");
     // 16 MiB, sparse: 4096 blocks of 4 KiB, all zeroes until the guest writes them.
-    run_ok(Command::new("truncate").args(["-s", "16M"]).arg(&disk));
+    run_ok_bytes(Command::new("truncate").args(["-s", "16M"]).arg(&disk));
     let disk_arg = format!("path={}", disk.display());
     let g = guest();
     let args = [
@@ -163,7 +151,7 @@ fn kill_9_mid_stream_keeps_every_block_the_guest_saw_flushed() {
 
     // After them (read with dd): blocks written but not yet flushed are whole or absent, never
     // torn or misplaced, and the guest wrote in order, so nothing follows the first absent one.
-    let rest = run_ok(
+    let rest = run_ok_bytes(
         Command::new("dd")
             .arg(format!("if={}", disk.display()))
             .args(["bs=4096", "status=none"])

@@ -27,6 +27,19 @@ pub fn test_guest() -> PathBuf {
     input_path("VMCTL_TEST_GUEST")
 }
 
+/// Runs a command that must succeed; its standard output.
+pub fn run_ok_bytes(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// The test guest's path, as a VMM argument.
 pub fn guest() -> String {
     test_guest().to_str().unwrap().to_owned()
