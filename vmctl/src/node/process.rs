@@ -164,7 +164,11 @@ pub fn spawn_child(vmm: &Path, inv: &VmmInvocation, dir: &NodeDir) -> Result<Chi
     Ok(child)
 }
 
-/// The last non-empty line of a log, for one-line errors.
+/// An `error:` line, or a tracing warning or error: how the VMM says what went wrong.
+fn is_error_line(l: &str) -> bool {
+    l.starts_with("error:") || l.contains(" WARN ") || l.contains(" ERROR ")
+}
+
 /// Why the VMM exited, from its log: its last error or warning line, or the line saying the
 /// guest powered off or used the debug exit. None when it said nothing (killed).
 pub fn exit_reason(path: &Path) -> Option<String> {
@@ -173,11 +177,7 @@ pub fn exit_reason(path: &Path) -> Option<String> {
         .rev()
         .map(str::trim)
         .find(|l| {
-            l.starts_with("error:")
-                || l.contains(" WARN ")
-                || l.contains(" ERROR ")
-                || l.ends_with(VMM_POWERED_OFF)
-                || l.ends_with("debug-exit port")
+            is_error_line(l) || l.ends_with(VMM_POWERED_OFF) || l.ends_with("debug-exit port")
         })
         .map(str::to_string)
 }
@@ -188,7 +188,7 @@ pub fn last_line(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines = || text.lines().rev().map(str::trim).filter(|l| !l.is_empty());
     lines()
-        .find(|l| l.starts_with("error:") || l.contains(" WARN ") || l.contains(" ERROR "))
+        .find(|l| is_error_line(l))
         .or_else(|| lines().next())
         .map(str::to_string)
         .unwrap_or_else(|| format!("no output (see {})", path.display()))
