@@ -197,14 +197,9 @@ fn serve(stream: UnixStream, ctx: &ApiContext) {
                 return;
             }
             Ok(Request::Console) => {
-                if writer
-                    .write_all(protocol::ok(Default::default()).as_bytes())
-                    .is_ok()
-                {
-                    // Bytes the client sent right after the request are console input.
-                    let early = reader.buffer().to_vec();
-                    console(writer, early, reader.into_inner(), ctx);
-                }
+                // Bytes the client sent right after the request are console input.
+                let early = reader.buffer().to_vec();
+                console(writer, early, reader.into_inner(), ctx);
                 return;
             }
         };
@@ -227,6 +222,14 @@ fn console(writer: UnixStream, early: Vec<u8>, mut reader: UnixStream, ctx: &Api
     };
     let me = {
         let mut current = lock(&ctx.console_tap);
+        // Answered under the lock: clients replace each other in the order they were told
+        // "ok", and no guest output reaches one before its answer.
+        if (&writer)
+            .write_all(protocol::ok(Default::default()).as_bytes())
+            .is_err()
+        {
+            return;
+        }
         if let Some(old) = current.replace(tap) {
             // Ends the previous client's reader too.
             let _ = old.shutdown(std::net::Shutdown::Both);
