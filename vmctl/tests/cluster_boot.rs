@@ -2,8 +2,9 @@
 //! and first stage), in network namespaces the tests make: three nodes on a bridge with TAPs and
 //! vmctl's dnsmasq, each booting with `ip=dhcp` (the kernel's own DHCP client) and getting the
 //! lease and name dnsmasq hands its MAC; and one node in user mode getting passt's lease. No
-//! guest user space runs on PVM hosts (see docs/vmctl.md), so each node is stopped as soon as
-//! its lease is seen, and every check is made during that one boot. Where vmx/svm exist, the
+//! guest user space runs on PVM hosts (see docs/vmctl.md): there each kernel is held before its
+//! root mount (the hand-over to init would end the VM), each node is stopped once its lease is
+//! seen, and every check is made during that one boot. Where vmx/svm exist, the
 //! nodes boot to the demo image's user space and `vmctl ssh` runs a command on each first.
 
 mod common;
@@ -65,6 +66,13 @@ fn demo_initrd() -> std::path::PathBuf {
     input_path("VMCTL_TEST_DEMO_IMAGE").join("demo_pxe_image.cpio.gz")
 }
 
+/// What the image's command line adds on PVM hosts: there the kernel's hand-over to init ends
+/// the VM about half a second later (docs/vmctl.md), sooner than the checks of one node take,
+/// and nodes reach it at moments the test cannot choose. The kernel sleeps this long after its
+/// DHCP exchange (`ip=dhcp` runs before the root mount), so each node outlives its checks and
+/// its `down` whatever order the leases come in.
+const HOLD_BEFORE_ROOT_MOUNT: &str = "rootdelay=1200";
+
 /// A cluster of the test kernel with `initrd`, `ip=dhcp`, and an ssh key made for it.
 fn write_cluster(env: &Env, name: &str, initrd: &std::path::Path, network: &str, nodes: &str) {
     let key = env.work.join("id_ed25519");
@@ -81,12 +89,17 @@ fn write_cluster(env: &Env, name: &str, initrd: &std::path::Path, network: &str,
              image:\n\
              \x20 kernel: {kernel}\n\
              \x20 initrd: {initrd}\n\
-             \x20 cmdline: ip=dhcp\n\
+             \x20 cmdline: ip=dhcp{hold}\n\
              network: {network}\n\
              defaults: {{ cpus: 1, memory: 128, root_size: 256M, ssh_keys: [id_ed25519.pub] }}\n\
              nodes:\n{nodes}",
             kernel = kernel_dir().join("vmlinux").display(),
-            initrd = initrd.display()
+            initrd = initrd.display(),
+            hold = if host_has_vmx_or_svm() {
+                String::new()
+            } else {
+                format!(" {HOLD_BEFORE_ROOT_MOUNT}")
+            }
         ),
     )
     .unwrap();
