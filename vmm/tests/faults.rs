@@ -501,9 +501,8 @@ fn a_malicious_nic_driver_cannot_stall_the_device_thread() {
     pattern_disk(&second, 1 << 20);
     let tap = format!("vmtf{}", std::process::id() % 100_000);
     let ns = NetNs::new("fault");
-    ns.ip(&["tuntap", "add", "dev", &tap, "mode", "tap", "vnet_hdr"]);
+    ns.tap(&tap, 1500, None);
     ns.ip(&["addr", "add", "10.97.0.1/24", "dev", &tap]);
-    ns.ip(&["link", "set", &tap, "up"]);
     let g = guest();
     let vmm = vmm_bin();
     let mut cmd = ns.command(vmm.to_str().unwrap());
