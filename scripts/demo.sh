@@ -39,9 +39,9 @@ write_files:
 YAML
 step "$imagetool" config-drive -o "$work/core-1.config" --hostname core-1 \
   --ssh-key "$work/id_ed25519.pub" --user-data "$work/cloud-config.yaml"
-step "$imagetool" export "$work/core-1.img" -o "$work/core-1.img.zst" --digest "$work/core-1.img.zst.sha256"
-rm -f "$work/core-1.copy.img"
-step "$imagetool" import "$work/core-1.img.zst" -o "$work/core-1.copy.img"
+# --force: the work directory outlives the run, and the demo must run again on top of itself.
+step "$imagetool" export "$work/core-1.img" -o "$work/core-1.img.zst" --digest "$work/core-1.img.zst.sha256" --force
+step "$imagetool" import "$work/core-1.img.zst" -o "$work/core-1.copy.img" --force
 step "$imagetool" inspect "$work/core-1.copy.img"
 cmp "$work/core-1.img" "$work/core-1.copy.img"
 printf '\nImage pipeline done in %s: one shared /usr, an 8 GiB root that costs %s on disk, its\nconfig drive, and an exported copy that round-trips byte for byte.\n' \
